@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
 import sys
 
 # name -> (module, one-line help). Modules are imported only when their subcommand runs
@@ -68,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (CLIError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        # User-facing errors end in one clear line, never a deep traceback.
+        # User-facing errors end in one clear line, never a deep traceback
+        # (set VIDEOSEG_R1_DEBUG=1 to see the traceback when reporting a bug).
+        if os.environ.get("VIDEOSEG_R1_DEBUG"):
+            raise
         print(f"videoseg-r1 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
