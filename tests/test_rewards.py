@@ -1,0 +1,362 @@
+"""Reward functions against hand-computed cases (SPEC §2, §5): thresholds, matching, malformed text."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from videoseg_r1.config import RewardConfig
+from videoseg_r1.masks import rle_encode
+from videoseg_r1.rewards import (
+    LENGTH_SCALE_NAME,
+    REWARD_FUNCS,
+    TOTAL_REWARD_NAME,
+    accuracy,
+    answer_format,
+    count_think_tokens,
+    difficulty_level,
+    length_budget,
+    length_scale,
+    make_reward_funcs,
+    negative_point,
+    non_repeat,
+    think_format,
+    total_reward,
+    trl_reward_setup,
+)
+from videoseg_r1.rewards.matching import box_iou_matrix, match_items
+
+GT1 = [{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}]
+GT2 = [{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]},
+       {"bbox_2d": [300, 300, 399, 349], "point_2d": [350, 325]}]
+
+
+def answer(items, think="the target is visible"):
+    return f"<think>{think}</think><answer>{json.dumps(items)}</answer>"
+
+
+def acc(items, gt=GT1, **kw):
+    text = items if isinstance(items, str) else answer(items)
+    return accuracy([text], solution=[json.dumps(gt)], **kw)[0]
+
+
+def test_registry_has_the_public_names():
+    assert {"think_format", "answer_format", "accuracy", "non_repeat", "negative_point"} <= set(REWARD_FUNCS)
+
+
+# ----------------------------------------------------------------------------- matching / IoU
+
+
+def test_box_iou_is_inclusive():
+    iou = box_iou_matrix([[0, 0, 9, 9]], [[5, 0, 14, 9]])
+    assert iou[0, 0] == pytest.approx(50 / 150)
+    assert box_iou_matrix([[3, 3, 3, 3]], [[3, 3, 3, 3]])[0, 0] == 1.0  # a one-pixel box has area 1
+
+
+def test_match_caps_items_at_120():
+    boxes = [[0, 0, 9, 9]] * 200
+    points = [[5, 5]] * 200
+    result = match_items(boxes, points, boxes, points)
+    assert result.criteria.shape == (120, 120)
+    assert result.reward == pytest.approx(3.0)
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def test_accuracy_perfect():
+    assert acc(GT1) == 3.0
+
+
+@pytest.mark.parametrize(
+    "box, point, expected",
+    [
+        ([10, 10, 59, 109], [31, 60], 1.0),  # IoU = 5000/10000 = 0.5 (not > 0.5); L1 12.5; point d=29 in box
+        ([10, 10, 60, 109], [31, 60], 2.0),  # IoU = 5100/10000 = 0.51 > 0.5
+        ([10, 10, 59, 109], [30, 60], 0.0),  # point distance exactly 30 -> not < 30
+        ([20, 20, 119, 119], [60, 60], 2.0),  # mean |Δ| exactly 10 -> not < 10; IoU 8100/11900
+        ([19, 19, 118, 118], [60, 60], 3.0),  # mean |Δ| = 9
+    ],
+)
+def test_accuracy_threshold_edges(box, point, expected):
+    assert acc([{"bbox_2d": box, "point_2d": point}]) == pytest.approx(expected)
+
+
+def test_accuracy_point_must_lie_in_its_own_box():
+    gt = [{"bbox_2d": [10, 10, 109, 109], "point_2d": [12, 60]}]
+    # box: IoU 0.95, L1 1.25; the point coincides with the GT point but lies left of x1 = 15
+    assert acc([{"bbox_2d": [15, 10, 109, 109], "point_2d": [12, 60]}], gt) == 2.0
+    # on the border counts as inside (distance 3)
+    assert acc([{"bbox_2d": [15, 10, 109, 109], "point_2d": [15, 60]}], gt) == 3.0
+
+
+def test_accuracy_multi_object_permutations_extra_and_missing():
+    assert acc(GT2, GT2) == 3.0
+    assert acc(list(reversed(GT2)), GT2) == 3.0  # order does not matter (Hungarian)
+    garbage = {"bbox_2d": [700, 700, 720, 720], "point_2d": [710, 710]}
+    assert acc([GT2[1], garbage], GT2) == pytest.approx(1.5)  # (3 + 0) / 2
+    assert acc(GT2 + [garbage], GT2) == pytest.approx(2.0)  # extra object: 6 / max(3, 2)
+    assert acc([GT2[0]], GT2) == pytest.approx(1.5)  # missing object: 3 / max(1, 2)
+    assert acc([], GT2) == 0.0
+
+
+def test_accuracy_matching_is_optimal():
+    """Hungarian total equals the brute-force best one-to-one assignment on random small cases."""
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        k, n = (int(v) for v in rng.integers(1, 5, size=2))
+        centres = rng.integers(40, 80, size=(k + n, 2))
+        sizes = rng.integers(20, 40, size=(k + n, 2))
+        boxes = np.concatenate([centres - sizes, centres + sizes], axis=1).astype(float)
+        points = centres + rng.integers(-20, 20, size=(k + n, 2))
+        r = match_items(boxes[:k], points[:k], boxes[k:], points[k:])
+        best = 0.0
+        for perm in itertools.permutations(range(max(k, n)), min(k, n)):
+            pairs = zip(range(k), perm) if k <= n else zip(perm, range(n))
+            best = max(best, sum(r.criteria[i, j] for i, j in pairs))
+        assert r.reward == pytest.approx(best / max(k, n))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "no tags at all",
+        "<think>x</think><answer>not json</answer>",
+        "<think>x</think><answer>[{\"bbox_2d\": [1, 2, 3]}]</answer>",
+        "<think>x</think><answer>[{\"bbox_2d\": \"a\", \"point_2d\": null}]</answer>",
+        "<answer>[[[[[[[[[</answer>",
+        None,
+        12,
+        [{"role": "assistant", "content": None}],
+    ],
+)
+def test_garbage_scores_zero_and_never_raises(text):
+    for name, fn in REWARD_FUNCS.items():
+        value = fn([text], solution=[json.dumps(GT1)])[0]
+        if name == "non_repeat" or (name == "think_format" and "</think>" in str(text)):
+            assert value in (0.0, 1.0)
+        else:
+            assert value == 0.0, name
+
+
+def test_bad_solution_scores_zero():
+    assert accuracy([answer(GT1)], solution=["not json"])[0] == 0.0
+    assert accuracy([answer(GT1)], solution=[None])[0] == 0.0
+    assert accuracy([answer(GT1)])[0] == 0.0
+
+
+def test_accuracy_uses_tolerant_parser_and_clips_to_frame():
+    # single quotes and a code fence: not valid for answer_format, but the parser reads it
+    text = "<think>x</think><answer>```json\n[{'bbox_2d': [109, 109, 10, 10], 'point_2d': [60, 60]}]\n```</answer>"
+    assert acc(text) == 3.0
+    assert answer_format([text])[0] == 0.0
+    # frame_size column: a 100x100 frame clips x2, y2 to 99 -> L1 = 5, IoU 0.81
+    v = accuracy([answer(GT1)], solution=[json.dumps(GT1)], frame_size=[[100, 100]])[0]
+    assert v == 3.0
+
+
+def test_conversational_completions():
+    msg = [{"role": "assistant", "content": answer(GT1)}]
+    parts = [{"role": "assistant", "content": [{"type": "text", "text": answer(GT1)}]}]
+    assert accuracy([msg, parts], solution=[json.dumps(GT1)] * 2) == [3.0, 3.0]
+    assert think_format([msg, parts]) == [1.0, 1.0]
+
+
+# ----------------------------------------------------------------------------- format rewards
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>a</think><answer>[]</answer>", 1.0),
+        ("  <think>a</think>\n\n<answer>[]</answer>\n", 1.0),  # whitespace around / between
+        ("Sure. <think>a</think><answer>[]</answer>", 0.0),  # text before
+        ("<think>a</think><answer>[]</answer> done", 0.0),  # text after
+        ("<think>a</think> so <answer>[]</answer>", 0.0),  # text between
+        ("<answer>[]</answer>", 0.0),  # no think
+        ("<think>a</think>", 0.0),  # no answer
+        ("<think>a</think><answer>[]</answer><answer>[]</answer>", 0.0),  # two answers
+        ("<think>a<think>b</think><answer>[]</answer>", 0.0),  # nested tag
+        ("<think>a</think><answer>[]", 0.0),  # unclosed
+    ],
+)
+def test_think_format(text, expected):
+    assert think_format([text]) == [expected]
+
+
+@pytest.mark.parametrize(
+    "items_json, expected",
+    [
+        ('[{"bbox_2d": [1, 2, 3, 4], "point_2d": [2, 3]}]', 2.0),
+        ('[{"bbox_2d": [1.5, 2, 3, 4], "point_2d": [2, 3], "neg_point_2d": [9, 9]}]', 2.0),
+        ('[{"bbox_2d": [1, 2, 3, 4]}]', 1.0),
+        ('[{"point_2d": [2, 3]}]', 1.0),
+        ('[{"bbox_2d": [1, 2, 3, 4], "point_2d": [2, 3]}, {"bbox_2d": [1, 2]}]', 1.0),
+        ('[{"bbox_2d": [1, 2, 3, 4], "point_2d": [2, 3]}, 5]', 1.0),
+        ('[{"bbox_2d": [1, 2, 3, "4"], "point_2d": [true, 3]}]', 0.0),  # strings/bools are not numbers
+        ('[{"bbox_2d": [1, 2, 3, NaN], "point_2d": [2, 3]}]', 1.0),  # non-finite box rejected
+        ('{"bbox_2d": [1, 2, 3, 4], "point_2d": [2, 3]}', 0.0),  # not a list
+        ("[]", 0.0),
+        ('[{"bbox_2d": [1, 2, 3, 4], "point_2d": [2, 3],}]', 0.0),  # trailing comma: not JSON
+        ("```json\n[]\n```", 0.0),
+    ],
+)
+def test_answer_format(items_json, expected):
+    assert answer_format([f"<think>t</think><answer>{items_json}</answer>"]) == [expected]
+
+
+def test_answer_format_needs_exactly_one_closed_block():
+    ok = '[{"bbox_2d": [1, 2, 3, 4], "point_2d": [2, 3]}]'
+    assert answer_format([f"<answer>{ok}"]) == [0.0]
+    assert answer_format([f"<answer>{ok}</answer><answer>{ok}</answer>"]) == [0.0]
+    # independent of the think block: the think-format reward judges that
+    assert answer_format([f"preamble <answer>{ok}</answer>"]) == [2.0]
+
+
+# ----------------------------------------------------------------------------- non-repeat
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("A cat. A dog. A bird.", 1.0),
+        ("A cat. A dog. A cat.", 1.0),  # one repeat tolerated
+        ("A cat. A cat. A cat.", 0.0),  # two repeats
+        ("A cat. A dog. A cat. A dog.", 0.0),
+        ("A cat.  A cat .", 1.0),  # whitespace-stripped: 1 repeat
+        ("...", 1.0),
+        ("", 1.0),
+    ],
+)
+def test_non_repeat(text, expected):
+    assert non_repeat([text]) == [expected]
+
+
+# ----------------------------------------------------------------------------- negative point
+
+
+def _square_mask_rle(size=300, lo=100, hi=199):
+    mask = np.zeros((size, size), bool)
+    mask[lo : hi + 1, lo : hi + 1] = True
+    return json.dumps(rle_encode(mask))
+
+
+def neg(points, mask=None, **columns):
+    items = [{"bbox_2d": [100, 100, 199, 199], "point_2d": [150, 150], "neg_point_2d": p} for p in points]
+    return negative_point([answer(items)], solution=[json.dumps(GT1)],
+                          gt_mask_rle=[mask or _square_mask_rle()], frame_size=[[300, 300]], **columns)[0]
+
+
+@pytest.mark.parametrize(
+    "point, expected",
+    [
+        ([205, 150], 1.0),  # d = 6
+        ([200, 150], 1.0),  # d = 1 (adjacent pixel)
+        ([199, 150], 0.0),  # inside: d = 0
+        ([150, 150], 0.0),
+        ([239, 150], 1.0),  # d = 40
+        ([240, 150], 0.0),  # d = 41
+        ([220, 220], 0.0),  # taxicab to the corner (199, 199): 21 + 21 = 42 > 40 (Euclidean 29.7)
+        ([219, 219], 1.0),  # 20 + 20 = 40
+    ],
+)
+def test_negative_point_distance_edges(point, expected):
+    assert neg([point]) == expected
+
+
+def test_negative_point_fraction_and_absence():
+    assert neg([[205, 150], [290, 290]]) == 0.5
+    assert neg([[205, 150], [90, 150], [150, 95]]) == 1.0  # d = 6, 10, 5
+    no_neg = answer([{"bbox_2d": [100, 100, 199, 199], "point_2d": [150, 150]}])
+    assert negative_point([no_neg], solution=[json.dumps(GT1)], gt_mask_rle=[_square_mask_rle()],
+                          frame_size=[[300, 300]]) == [0.0]
+    empty = json.dumps(rle_encode(np.zeros((300, 300), bool)))
+    assert neg([[205, 150]], mask=empty) == 0.0
+
+
+def test_negative_point_falls_back_to_gt_boxes():
+    text = answer([{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60], "neg_point_2d": [115, 60]}])
+    assert negative_point([text], solution=[json.dumps(GT1)]) == [1.0]  # d = 6 from the GT box
+
+
+# ----------------------------------------------------------------------------- length penalty
+
+
+def test_difficulty_levels_and_budgets():
+    assert [difficulty_level(d) for d in (1, 3.99, 4, 6.99, 7, 10)] == [
+        "easy", "easy", "medium", "medium", "hard", "hard"]
+    assert difficulty_level(None) == "medium" and difficulty_level(float("nan")) == "medium"
+    assert [length_budget(d) for d in (2, 5, 9)] == [32, 64, 128]
+    cfg = RewardConfig(tau_easy=3, tau_hard=5, budget_easy=10, budget_medium=20, budget_hard=30)
+    assert [length_budget(d, cfg) for d in (2.9, 3, 5)] == [10, 20, 30]
+
+
+def test_length_scale_at_below_above_budget():
+    assert length_scale(64, 64, 0.01) == 1.0
+    assert length_scale(0, 64, 0.01) == 1.0
+    assert length_scale(65, 64, 0.01) == pytest.approx(0.99)
+    assert length_scale(164, 64, 0.01) == 0.0
+    assert length_scale(1000, 64, 0.01) == 0.0  # clamped
+
+
+def perfect_text(n_words):
+    think = " ".join(f"w{i}" for i in range(n_words))
+    items = [{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60], "neg_point_2d": [115, 60]}]
+    return f"<think>{think}</think><answer>{json.dumps(items)}</answer>"
+
+
+@pytest.mark.parametrize("n_words, difficulty, expected", [
+    (32, 2.0, 8.0),  # easy, at budget
+    (10, 2.0, 8.0),  # below
+    (52, 2.0, 6.4),  # 20 over: s = 0.8
+    (52, 5.0, 8.0),  # medium budget 64
+    (128, 9.0, 8.0),
+    (178, 9.0, 4.0),  # hard: 50 over, s = 0.5
+])
+def test_total_reward_with_length_penalty(n_words, difficulty, expected):
+    text = perfect_text(n_words)
+    assert count_think_tokens(text) == n_words
+    got = total_reward([text], solution=[json.dumps(GT1)], difficulty=[difficulty])
+    assert got[0] == pytest.approx(expected)
+
+
+def test_total_reward_penalty_switch_and_tokenizer():
+    text = perfect_text(52)
+    off = RewardConfig(use_length_penalty=False)
+    assert total_reward([text], [json.dumps(GT1)], [2.0], reward_config=off) == [8.0]
+
+    class CharTokenizer:  # one token per character
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(range(len(text)))}
+
+    assert count_think_tokens("<think>abc</think>", CharTokenizer()) == 3
+    assert count_think_tokens("<think>abc", CharTokenizer()) == 3  # unclosed: counts to the end
+    assert count_think_tokens("no think", CharTokenizer()) == 0
+
+
+def test_trl_setup_weights_and_names():
+    funcs, weights = trl_reward_setup()
+    names = [f.__name__ for f in funcs]
+    assert names[0] == TOTAL_REWARD_NAME and names[-1] == LENGTH_SCALE_NAME
+    assert set(REWARD_FUNCS) <= set(names)
+    assert weights[0] == 1.0 and sum(weights) == 1.0
+    text = perfect_text(52)
+    kwargs = dict(solution=[json.dumps(GT1)], difficulty=[2.0], completion_ids=[[1, 2]], trainer_state=None,
+                  log_extra=lambda *a: None, log_metric=lambda *a: None, prompts=["p"])
+    values = [f([text], **kwargs)[0] for f in funcs]
+    assert values[0] == pytest.approx(6.4)
+    assert values[-1] == pytest.approx(0.8)
+    assert sum(values[1:-1]) == pytest.approx(8.0)
+
+
+def test_configured_thresholds_are_used():
+    strict = make_reward_funcs(RewardConfig(point_distance_threshold_px=5.0, negative_point_max_l1_px=5.0))
+    text = answer([{"bbox_2d": [10, 10, 109, 109], "point_2d": [70, 60], "neg_point_2d": [115, 60]}])
+    assert strict["accuracy"]([text], solution=[json.dumps(GT1)]) == [2.0]
+    assert strict["negative_point"]([text], solution=[json.dumps(GT1)]) == [0.0]
+    assert strict["accuracy"].__name__ == "accuracy"
+    assert not math.isnan(REWARD_FUNCS["accuracy"]([text], solution=[json.dumps(GT1)])[0])
