@@ -30,6 +30,7 @@ HTFS_TEMPERATURE = 1.0  # sampling temperature of interval/position answers; our
 # ---------------------------------------------------------------- stage 2: reasoning
 MODEL_INPUT_SIZE = 840  # VisionReasoner's convention: target frame resized to 840x840
 REASONING_MAX_NEW_TOKENS = 512  # ours
+REASONER_VISION_CACHE_UNITS = 256  # cached visual units (images / 2-frame video patches); ours
 
 # ---------------------------------------------------------------- stage 3: XMem (official defaults)
 XMEM_MEM_EVERY = 5
@@ -85,6 +86,7 @@ class ReasonerConfig:
     top_p: float = 1.0
     decode_engine: str = "auto"  # "auto" | "generate" | "static" (fast engine on CUDA)
     trust_remote_code: bool = False
+    vision_cache_units: int = REASONER_VISION_CACHE_UNITS  # LRU bound of the vision-feature cache
 
 
 @dataclass

@@ -1,0 +1,575 @@
+"""The vision-language model wrapper used by HTFS (``sampler.py``) and the reasoning step (``reason.py``).
+
+``Reasoner`` loads any Qwen2.5-VL / Qwen2-VL / Qwen3-VL checkpoint (hub id or local folder) and
+turns *frames + text* into *K generated texts with their sequence log-likelihoods and token
+counts*. ``ScriptedReasoner`` is a stand-in with the same ``generate`` interface that returns
+given texts (tests, ablations, debugging the sampler without a GPU).
+
+    >>> reasoner = Reasoner.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct")      # doctest: +SKIP
+    >>> out = reasoner.generate("Where is the dog?", frames, timestamps_s=ts,    # doctest: +SKIP
+    ...                         frame_keys=indices, num_samples=5, do_sample=True)
+    >>> [(s.text, s.logprob, s.num_tokens) for s in out.samples]                 # doctest: +SKIP
+
+How one call runs (``Reasoner.generate``):
+
+1. Frames (RGB uint8 (H, W, 3)) are resized to ``frame_size_hw`` (rounded to the vision
+   patch grid) and given to the processor either as ONE video (timestamps listed in the text) or
+   as separate images (each preceded by its timestamp).
+2. Vision encoding, with a cache: the vision tower's outputs are kept per *visual unit* keyed by
+   (kind, frame keys, size). A unit is one image, or, for Qwen2-VL / Qwen2.5-VL videos, one
+   temporal patch (2 consecutive frames: these models' vision attention never crosses temporal
+   patches, so a patch's features do not depend on the rest of the video); other models cache the
+   whole video. Only the units not in the cache are encoded (one batched call); the assembled
+   features go to the model as ``mm_encoder_outputs`` (transformers' pre-encoded vision input),
+   so identical frames are not re-encoded between HTFS rounds.
+3. Prefill ONCE (batch 1) over all prompt tokens but the last, then repeat the KV cache K times
+   (``Cache.batch_repeat_interleave``) and call ``generate`` once with
+   ``num_return_sequences=K``: the K samples share the prefill; generate only runs the last
+   prompt token and the decode steps, batched over K.
+4. Log-likelihoods come from the raw logits (``output_logits=True``; temperature, top-p and the
+   suppressed placeholder tokens do not change them): ``logprob`` = sum over the generated tokens
+   (EOS included, padding after it excluded) of log p(token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
+
+from videoseg_r1.config import ReasonerConfig, resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_NAMES = ("interval", "position", "reasoning", "difficulty")
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+_PAIR_CACHE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")  # vision attention stays inside a temporal patch
+_PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+# ============================================================== templates
+
+
+def load_template(name: str) -> str:
+    """Text of ``reasoning/templates/<name>.txt`` (names: interval, position, reasoning, difficulty)."""
+    if name not in TEMPLATE_NAMES:
+        raise ValueError(f"unknown template {name!r}; known: {list(TEMPLATE_NAMES)}")
+    return (resources.files("videoseg_r1.reasoning") / "templates" / f"{name}.txt").read_text()
+
+
+_FIELD_RE = re.compile(r"\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
+
+
+def render_template(template: str, **values: Any) -> str:
+    """Fill ``{name}`` / ``{name:fmt}`` fields whose name is in ``values``; other braces stay.
+
+    (Templates contain literal JSON, so ``str.format`` cannot be used.) ``template`` is a
+    template name from ``TEMPLATE_NAMES`` or the template text itself.
+    """
+    text = load_template(template) if template in TEMPLATE_NAMES else template
+
+    def fill(m: re.Match) -> str:
+        name, fmt = m.group(1), m.group(2)
+        if name not in values:
+            return m.group(0)
+        return format(values[name], fmt or "")
+
+    return _FIELD_RE.sub(fill, text).strip()
+
+
+# ============================================================== outputs
+
+
+@dataclass
+class Sample:
+    """One generated sequence. ``logprob`` = sum of log p(token) over ``num_tokens`` tokens."""
+
+    text: str
+    logprob: float
+    num_tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(self.num_tokens, 1)
+
+
+@dataclass
+class GenerationTiming:
+    """Where the time of one ``generate`` call went (seconds; CUDA synchronised)."""
+
+    preprocess_s: float = 0.0
+    vision_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    prompt_tokens: int = 0
+    visual_tokens: int = 0
+    new_tokens: int = 0  # summed over the K samples
+    decode_steps: int = 0
+    vision_units_cached: int = 0
+    vision_units_computed: int = 0
+
+    @property
+    def total_s(self) -> float:
+        return self.preprocess_s + self.vision_s + self.prefill_s + self.decode_s
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.new_tokens / self.decode_s if self.decode_s > 0 else 0.0
+
+
+@dataclass
+class GenerationOutput:
+    """K samples for one prompt, the prompt text and the timing."""
+
+    samples: list[Sample]
+    prompt: str
+    timing: GenerationTiming = field(default_factory=GenerationTiming)
+
+    @property
+    def texts(self) -> list[str]:
+        return [s.text for s in self.samples]
+
+
+class ReasonerLoadError(RuntimeError):
+    """The model could not be loaded (message names the id and the fix)."""
+
+
+# ============================================================== the interface
+
+
+class ReasonerBase:
+    """Interface shared by ``Reasoner`` and ``ScriptedReasoner``.
+
+    ``generate(text, frames, ...)``: ``frames`` is a sequence of RGB uint8 arrays (H, W, 3);
+    ``as_video`` shows them as one video (``timestamps_s`` listed in the prompt) or as separate
+    images; ``frame_keys`` (e.g. frame indices) name the frames for the vision cache (default: a
+    hash of the pixels); ``frame_size_hw`` resizes every frame first. Returns ``num_samples``
+    samples (sampling requires ``do_sample=True`` when ``num_samples > 1``).
+    """
+
+    config: ReasonerConfig
+
+    def generate(self, text: str, frames: Sequence[np.ndarray] = (), *, as_video: bool = True,
+                 timestamps_s: Sequence[float] | None = None,
+                 frame_keys: Sequence[Hashable] | None = None,
+                 frame_size_hw: tuple[int, int] | None = None, num_samples: int = 1,
+                 do_sample: bool | None = None, temperature: float | None = None,
+                 top_p: float | None = None, max_new_tokens: int | None = None) -> GenerationOutput:
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+
+def _timestamps_text(timestamps_s: Sequence[float]) -> str:
+    return "Frame timestamps (seconds): " + ", ".join(f"{t:.2f}" for t in timestamps_s) + "."
+
+
+# ============================================================== scripted stand-in
+
+
+@dataclass
+class ScriptedCall:
+    """What a ``ScriptedReasoner`` was asked (recorded for tests)."""
+
+    text: str
+    num_frames: int
+    frame_keys: list | None
+    timestamps_s: list | None
+    num_samples: int
+    as_video: bool
+    do_sample: bool | None
+
+
+class ScriptedReasoner(ReasonerBase):
+    """Returns scripted answers through the ``Reasoner`` interface.
+
+    ``script`` is either a list (one entry per ``generate`` call, consumed in order) or a callable
+    ``(call: ScriptedCall) -> entry``. An entry is a list of answers; an answer is a string
+    (log-likelihood 0.0) or a ``(text, logprob)`` pair. If an entry has fewer answers than
+    ``num_samples`` they are cycled; more are truncated. When the list is exhausted ``default`` is
+    used (or an error raised when ``default`` is None).
+    """
+
+    def __init__(self, script: Sequence[Any] | Callable[[ScriptedCall], Any], default: Any = None,
+                 config: ReasonerConfig | None = None):
+        self.script = script if callable(script) else list(script)
+        self.default = default
+        self.config = config or ReasonerConfig(model="scripted")
+        self.calls: list[ScriptedCall] = []
+
+    def generate(self, text, frames=(), *, as_video=True, timestamps_s=None, frame_keys=None,
+                 frame_size_hw=None, num_samples=1, do_sample=None, temperature=None, top_p=None,
+                 max_new_tokens=None) -> GenerationOutput:
+        call = ScriptedCall(text, len(frames), list(frame_keys) if frame_keys is not None else None,
+                            list(timestamps_s) if timestamps_s is not None else None, num_samples,
+                            as_video, do_sample)
+        self.calls.append(call)
+        if callable(self.script):
+            entry = self.script(call)
+        elif len(self.calls) <= len(self.script):
+            entry = self.script[len(self.calls) - 1]
+        elif self.default is not None:
+            entry = self.default
+        else:
+            raise IndexError(f"ScriptedReasoner: no scripted answer for call {len(self.calls)}")
+        if isinstance(entry, (str, tuple)):
+            entry = [entry]
+        answers = [(a, 0.0) if isinstance(a, str) else (str(a[0]), float(a[1])) for a in entry]
+        if not answers:
+            answers = [("", 0.0)]
+        samples = [Sample(t, lp, self.count_tokens(t))
+                   for t, lp in (answers[i % len(answers)] for i in range(num_samples))]
+        prompt = text if not (as_video and timestamps_s) else _timestamps_text(timestamps_s) + "\n" + text
+        return GenerationOutput(samples, prompt, GenerationTiming())
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+# ============================================================== the real model
+
+
+def _frame_hash(frame: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).hexdigest()
+
+
+def _resize(frame: np.ndarray, size_hw: tuple[int, int] | None) -> np.ndarray:
+    if size_hw is None or tuple(frame.shape[:2]) == tuple(size_hw):
+        return np.ascontiguousarray(frame)
+    import cv2
+
+    h, w = size_hw
+    interp = cv2.INTER_AREA if h * w < frame.shape[0] * frame.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(frame, (w, h), interpolation=interp)
+
+
+def _offline_hint(model_id: str) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    where = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached"
+    return (f"could not load reasoner {model_id!r}: its weights are not in the local cache and {where}. "
+            f"Fix: on a machine with internet run `huggingface-cli download {model_id}` (or "
+            f"`python -c \"from huggingface_hub import snapshot_download; snapshot_download('{model_id}')\"`) "
+            f"and copy the cache / set HF_HOME, or pass a local folder with the weights "
+            f"(e.g. --reasoner /path/to/model).")
+
+
+class Reasoner(ReasonerBase):
+    """A Qwen-VL model + processor with batched sampling, log-likelihoods and a vision cache.
+
+    Build with ``Reasoner.from_pretrained(id_or_path, config)``; ``__init__`` takes an already
+    loaded model and processor (e.g. the tiny test model).
+    """
+
+    def __init__(self, model, processor, config: ReasonerConfig | None = None):
+        import torch
+
+        self.model = model
+        self.processor = processor
+        self.config = config or ReasonerConfig(model=getattr(model, "name_or_path", "") or "in-memory")
+        self.tokenizer = processor.tokenizer
+        self.model_type = getattr(model.config, "model_type", "")
+        self.device = next(model.parameters()).device
+        self._torch = torch
+        self._vision_cache: OrderedDict[Hashable, Any] = OrderedDict()
+        self.vision_cache_hits = 0
+        self.vision_cache_misses = 0
+        vp = getattr(processor, "video_processor", None) or processor.image_processor
+        self.patch_size = int(getattr(vp, "patch_size", 14))
+        self.merge_size = int(getattr(vp, "merge_size", 2))
+        self.temporal_patch_size = int(getattr(vp, "temporal_patch_size", 2))
+        self.suppress_ids = [i for i in (self.tokenizer.convert_tokens_to_ids(t) for t in _PLACEHOLDER_TOKENS)
+                             if isinstance(i, int) and i >= 0 and i != self.tokenizer.unk_token_id]
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end >= 0 and im_end != self.tokenizer.unk_token_id:
+            self.eos_ids.add(im_end)
+        pad = model.generation_config.pad_token_id
+        self.pad_id = pad if pad is not None else (self.tokenizer.pad_token_id or min(self.eos_ids))
+        if self.model_type and self.model_type not in SUPPORTED_MODEL_TYPES:
+            log.warning("reasoner model type %r is not one of %s; prompts and the vision cache may "
+                        "not fit it", self.model_type, SUPPORTED_MODEL_TYPES)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, model_id: str | Path | None = None, config: ReasonerConfig | None = None,
+                        **overrides: Any) -> "Reasoner":
+        """Load model + processor from a hub id or a local folder.
+
+        bfloat16 + SDPA on CUDA, float32 on CPU (``config.dtype='auto'``); ``config.device_map``
+        (e.g. "auto") spreads large models over devices; ``trust_remote_code`` stays False unless
+        the config says otherwise. Missing weights offline -> ``ReasonerLoadError`` naming the fix.
+        """
+        import dataclasses
+
+        cfg = dataclasses.replace(config or ReasonerConfig(), **overrides)
+        if model_id is not None:
+            cfg = dataclasses.replace(cfg, model=str(model_id))
+        model_id = cfg.model
+        looks_local = model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").split("/", 1)[-1]
+        if looks_local and not Path(model_id).expanduser().exists():
+            raise ReasonerLoadError(f"reasoner folder {model_id!r} does not exist; pass an existing folder "
+                                    f"or a hub id such as 'Qwen/Qwen2.5-VL-7B-Instruct'")
+        if Path(model_id).expanduser().is_dir():
+            model_id = str(Path(model_id).expanduser())
+        device = resolve_device(cfg.device)
+        dtype = resolve_dtype(cfg.dtype, device)
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=cfg.trust_remote_code)
+            model = AutoModelForImageTextToText.from_pretrained(
+                model_id, dtype=dtype, attn_implementation=cfg.attn_implementation,
+                device_map=cfg.device_map, trust_remote_code=cfg.trust_remote_code)
+        except (OSError, ValueError) as exc:  # hub errors (offline, missing entry) are OSError subclasses
+            msg = str(exc)
+            if Path(model_id).is_dir() or not any(w in msg.lower() for w in (
+                    "offline", "cache", "connect", "not found", "does not appear", "couldn't", "could not",
+                    "is not a local folder", "hub")):
+                raise ReasonerLoadError(f"could not load reasoner {model_id!r}: {msg}") from None
+            raise ReasonerLoadError(_offline_hint(model_id)) from None
+        if cfg.device_map is None:
+            model = model.to(device)
+        model.eval()
+        return cls(model, processor, cfg)
+
+    # ---------------------------------------------------------------- helpers
+    def count_tokens(self, text: str) -> int:
+        """Number of tokenizer tokens in ``text`` (no special tokens added)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+    def clear_vision_cache(self) -> None:
+        self._vision_cache.clear()
+
+    @property
+    def vision_cache_size(self) -> int:
+        return len(self._vision_cache)
+
+    def snap_size(self, size_hw: tuple[int, int]) -> tuple[int, int]:
+        """Round (H, W) to the vision grid (multiples of patch * merge, at least one cell)."""
+        f = self.patch_size * self.merge_size
+        return max(f, round(size_hw[0] / f) * f), max(f, round(size_hw[1] / f) * f)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)
+
+    def _cache_get(self, key):
+        if key in self._vision_cache:
+            self._vision_cache.move_to_end(key)
+            return self._vision_cache[key]
+        return None
+
+    def _cache_put(self, key, value) -> None:
+        self._vision_cache[key] = value
+        self._vision_cache.move_to_end(key)
+        limit = int(getattr(self.config, "vision_cache_units", 256))
+        while len(self._vision_cache) > max(limit, 0):
+            self._vision_cache.popitem(last=False)
+
+    def build_messages(self, text: str, num_frames: int, as_video: bool,
+                       timestamps_s: Sequence[float] | None) -> list[dict]:
+        """Chat messages: the video (or images, each after its timestamp) then the text."""
+        content: list[dict] = []
+        if num_frames and as_video:
+            content.append({"type": "video"})
+            if timestamps_s is not None:
+                text = _timestamps_text(timestamps_s) + "\n" + text
+        elif num_frames:
+            for i in range(num_frames):
+                if timestamps_s is not None:
+                    content.append({"type": "text", "text": f"Frame at {timestamps_s[i]:.2f} s:"})
+                content.append({"type": "image"})
+        content.append({"type": "text", "text": text})
+        return [{"role": "user", "content": content}]
+
+    # ---------------------------------------------------------------- vision
+    def _encode_vision(self, inputs: dict, keys: list, as_video: bool, size_hw: tuple[int, int],
+                       timing: GenerationTiming) -> dict:
+        """``mm_encoder_outputs`` for the processed inputs, computing only uncached units."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        torch = self._torch
+        base = self.model.model
+        dtype = base.visual.dtype if hasattr(base, "visual") else None
+        if as_video:
+            pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+            encode, kind = base.get_video_features, "video"
+        else:
+            pixels, grid = inputs["pixel_values"], inputs["image_grid_thw"]
+            encode, kind = base.get_image_features, "image"
+        grid = grid.to(self.device)
+        # --- split into units: (key, pixel rows, grid row)
+        units = []
+        if as_video and self.model_type in _PAIR_CACHE_MODEL_TYPES:
+            t, gh, gw = (int(v) for v in grid[0].tolist())
+            tp = self.temporal_patch_size
+            padded = list(keys) + [keys[-1]] * (t * tp - len(keys))
+            for j in range(t):
+                rows = slice(j * gh * gw, (j + 1) * gh * gw)
+                units.append((("video_patch", tuple(padded[j * tp:(j + 1) * tp]), size_hw), rows,
+                              torch.tensor([[1, gh, gw]], device=self.device)))
+        elif as_video:
+            units.append((("video", tuple(keys), size_hw), slice(0, pixels.shape[0]), grid))
+        else:
+            start = 0
+            for i, row in enumerate(grid):
+                n = int(row.prod())
+                units.append((("image", keys[i], size_hw), slice(start, start + n), row[None]))
+                start += n
+        missing = [u for u in units if self._cache_get(u[0]) is None]
+        timing.vision_units_cached += len(units) - len(missing)
+        timing.vision_units_computed += len(missing)
+        self.vision_cache_hits += len(units) - len(missing)
+        self.vision_cache_misses += len(missing)
+        if missing:
+            px = torch.cat([pixels[u[1]] for u in missing]).to(self.device, dtype)
+            g = torch.cat([u[2] for u in missing])
+            with torch.inference_mode():
+                out = encode(px, g, return_dict=True)
+            if len(units) == 1 and kind == "video" and self.model_type not in _PAIR_CACHE_MODEL_TYPES:
+                self._cache_put(missing[0][0], out)  # whole-video unit (e.g. Qwen3-VL deepstack)
+            else:
+                for u, feats in zip(missing, out.pooler_output):
+                    self._cache_put(u[0], feats)
+        # --- assemble in prompt order
+        if as_video and self.model_type not in _PAIR_CACHE_MODEL_TYPES:
+            return {kind: self._cache_get(units[0][0])}
+        feats = [self._cache_get(u[0]) for u in units]
+        pooled = (torch.cat(feats),) if as_video else tuple(feats)
+        timing.visual_tokens = sum(int(f.shape[0]) for f in pooled)
+        return {kind: BaseModelOutputWithPooling(pooler_output=pooled)}
+
+    # ---------------------------------------------------------------- generation
+    def prepare(self, text: str, frames: Sequence[np.ndarray] = (), *, as_video: bool = True,
+                timestamps_s: Sequence[float] | None = None, frame_size_hw: tuple[int, int] | None = None):
+        """Processor inputs (batch 1, CPU tensors) and the prompt text; frames resized to the grid."""
+        frames = list(frames)
+        if frames:
+            size = self.snap_size(frame_size_hw or frames[0].shape[:2])
+            frames = [_resize(f, size) for f in frames]
+        messages = self.build_messages(text, len(frames), as_video, timestamps_s)
+        prompt = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
+        if frames:
+            h, w = frames[0].shape[:2]
+            pixels = {"shortest_edge": h * w, "longest_edge": h * w}
+            if as_video:
+                ts = list(timestamps_s) if timestamps_s is not None else None
+                fps = 1.0
+                if ts and len(ts) > 1 and ts[-1] > ts[0]:
+                    fps = (len(ts) - 1) / (ts[-1] - ts[0])
+                kwargs["videos"] = [np.stack(frames)]
+                kwargs["videos_kwargs"] = {"size": pixels, "fps": fps, "do_sample_frames": False,
+                                           "cap_pixels_per_frame": False}
+            else:
+                kwargs["images"] = frames
+                kwargs["images_kwargs"] = {"size": pixels}
+        inputs = self.processor(**kwargs)
+        return inputs, prompt
+
+    def generate(self, text, frames=(), *, as_video=True, timestamps_s=None, frame_keys=None,
+                 frame_size_hw=None, num_samples=1, do_sample=None, temperature=None, top_p=None,
+                 max_new_tokens=None) -> GenerationOutput:
+        torch = self._torch
+        cfg = self.config
+        do_sample = cfg.do_sample if do_sample is None else do_sample
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if num_samples > 1 and not do_sample:
+            raise ValueError("num_samples > 1 needs do_sample=True (greedy decoding gives K identical answers)")
+        if timestamps_s is not None and len(timestamps_s) != len(frames):
+            raise ValueError(f"{len(timestamps_s)} timestamps for {len(frames)} frames")
+        if frame_keys is not None and len(frame_keys) != len(frames):
+            raise ValueError(f"{len(frame_keys)} frame keys for {len(frames)} frames")
+        timing = GenerationTiming()
+        t0 = time.perf_counter()
+        inputs, prompt = self.prepare(text, frames, as_video=as_video, timestamps_s=timestamps_s,
+                                      frame_size_hw=frame_size_hw)
+        input_ids = inputs["input_ids"].to(self.device)
+        length = input_ids.shape[1]
+        timing.prompt_tokens = length
+        fwd: dict[str, Any] = {}
+        for name in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids"):
+            if inputs.get(name) is not None:
+                fwd[name] = inputs[name].to(self.device)
+        timing.preprocess_s = time.perf_counter() - t0
+        if len(frames):
+            t0 = time.perf_counter()
+            size_hw = self.snap_size(frame_size_hw or frames[0].shape[:2])
+            keys = list(frame_keys) if frame_keys is not None else [_frame_hash(f) for f in frames]
+            fwd["mm_encoder_outputs"] = self._encode_vision(inputs, keys, as_video, size_hw, timing)
+            self._sync()
+            timing.vision_s = time.perf_counter() - t0
+        # ---- shared prefill (batch 1) over all prompt tokens but the last
+        t0 = time.perf_counter()
+        if "mm_token_type_ids" in fwd:
+            fwd["mm_token_type_ids"] = fwd["mm_token_type_ids"][:, :-1]
+        with torch.inference_mode():
+            if hasattr(self.model, "model") and hasattr(self.model.model, "rope_deltas"):
+                self.model.model.rope_deltas = None  # never reuse the previous prompt's deltas
+            out = self.model(input_ids=input_ids[:, :-1], use_cache=True, logits_to_keep=1, **fwd)
+            cache = out.cache
+            if num_samples > 1:
+                cache.batch_repeat_interleave(num_samples)
+        self._sync()
+        timing.prefill_s = time.perf_counter() - t0
+        # ---- one batched generate call for the K samples (only the last prompt token is new)
+        t0 = time.perf_counter()
+        gen_kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens or cfg.max_new_tokens, do_sample=do_sample,
+            num_return_sequences=num_samples, output_logits=True, return_dict_in_generate=True,
+            suppress_tokens=self.suppress_ids or None, pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids) or None,
+        )
+        if do_sample:
+            gen_kwargs.update(temperature=temperature if temperature is not None else cfg.temperature,
+                              top_p=top_p if top_p is not None else cfg.top_p, top_k=None)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            gen = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                      cache=cache, **gen_kwargs)
+        self._sync()
+        timing.decode_s = time.perf_counter() - t0
+        samples = self._samples(gen.sequences[:, length:], gen.logits)
+        timing.new_tokens = sum(s.num_tokens for s in samples)
+        timing.decode_steps = len(gen.logits)
+        return GenerationOutput(samples, prompt, timing)
+
+    def _samples(self, tokens, logits) -> list[Sample]:
+        """Texts, summed raw-logit log-probabilities and token counts (through the first EOS)."""
+        torch = self._torch
+        k, n = tokens.shape
+        logp = torch.zeros(k, n, dtype=torch.float32, device=tokens.device)
+        for t, step in enumerate(logits[:n]):
+            lsm = torch.log_softmax(step.float(), dim=-1)
+            logp[:, t] = lsm.gather(-1, tokens[:, t:t + 1].to(lsm.device)).squeeze(-1).to(logp.device)
+        is_eos = torch.zeros_like(tokens, dtype=torch.bool)
+        for e in self.eos_ids:
+            is_eos |= tokens == e
+        # tokens after the first EOS are padding
+        after = torch.cumsum(is_eos.int(), dim=1) - is_eos.int() > 0
+        valid = ~after
+        samples = []
+        for i in range(k):
+            m = valid[i]
+            count = int(m.sum())
+            ids = tokens[i, :count].tolist()
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            lp = float(logp[i][m].sum())
+            samples.append(Sample(text=text, logprob=lp if math.isfinite(lp) else -math.inf, num_tokens=count))
+        return samples
