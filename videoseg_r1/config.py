@@ -26,11 +26,16 @@ HTFS_TOP_M = 3  # M: best position answers (by log-likelihood) averaged; ours
 HTFS_NUM_REFERENCE_FRAMES = 4  # global-context frames; ours
 HTFS_MAX_FRAMES_SHOWN = 32  # frames shown to the video LLM, with timestamps; ours
 HTFS_TEMPERATURE = 1.0  # sampling temperature of interval/position answers; ours
+HTFS_FRAME_SIZE = 448  # frames shown to the video LLM are resized to this square size; ours
+HTFS_INTERVAL_MAX_NEW_TOKENS = 32  # an interval answer is short; ours
+HTFS_POSITION_MAX_NEW_TOKENS = 16  # a position answer is short; ours
+HTFS_NUM_KEY_FRAMES = 4  # key-segment frames (besides the target) shown to the reasoning model; ours
 
 # ---------------------------------------------------------------- stage 2: reasoning
 MODEL_INPUT_SIZE = 840  # VisionReasoner's convention: target frame resized to 840x840
 REASONING_MAX_NEW_TOKENS = 512  # ours
 REASONER_VISION_CACHE_UNITS = 256  # cached visual units (images / 2-frame video patches); ours
+REASONING_CONTEXT_FRAME_SIZE = 448  # key/reference frames shown before the 840x840 target; ours
 
 # ---------------------------------------------------------------- stage 3: XMem (official defaults)
 XMEM_MEM_EVERY = 5
@@ -68,6 +73,10 @@ class SamplerConfig:
     num_reference_frames: int = HTFS_NUM_REFERENCE_FRAMES
     max_frames_shown: int = HTFS_MAX_FRAMES_SHOWN
     temperature: float = HTFS_TEMPERATURE
+    frame_size: int = HTFS_FRAME_SIZE
+    interval_max_new_tokens: int = HTFS_INTERVAL_MAX_NEW_TOKENS
+    position_max_new_tokens: int = HTFS_POSITION_MAX_NEW_TOKENS
+    num_key_frames: int = HTFS_NUM_KEY_FRAMES
 
 
 @dataclass
@@ -87,6 +96,8 @@ class ReasonerConfig:
     decode_engine: str = "auto"  # "auto" | "generate" | "static" (fast engine on CUDA)
     trust_remote_code: bool = False
     vision_cache_units: int = REASONER_VISION_CACHE_UNITS  # LRU bound of the vision-feature cache
+    context_frame_size: int = REASONING_CONTEXT_FRAME_SIZE
+    use_context_frames: bool = True  # False: target frame only (VisionReasoner's single-image input)
 
 
 @dataclass

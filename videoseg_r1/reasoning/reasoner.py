@@ -397,9 +397,15 @@ class Reasoner(ReasonerBase):
         return [{"role": "user", "content": content}]
 
     # ---------------------------------------------------------------- vision
-    def _encode_vision(self, inputs: dict, keys: list, as_video: bool, size_hw: tuple[int, int],
+    def _encode_vision(self, inputs: dict, keys: list, as_video: bool, sizes: list[tuple[int, int]],
                        timing: GenerationTiming) -> dict:
-        """``mm_encoder_outputs`` for the processed inputs, computing only uncached units."""
+        """``mm_encoder_outputs`` for the processed inputs, computing only uncached units.
+
+        Unit keys: ("image", frame key, (H, W)), ("video_patch", (key_a, key_b), (H, W)) or
+        ("video", all keys, (H, W)). Cached values are the per-unit merged features
+        (tokens, hidden) on the model's device, or the whole encoder output for "video" units.
+        """
+        size_hw = sizes[0]
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         torch = self._torch
@@ -428,7 +434,7 @@ class Reasoner(ReasonerBase):
             start = 0
             for i, row in enumerate(grid):
                 n = int(row.prod())
-                units.append((("image", keys[i], size_hw), slice(start, start + n), row[None]))
+                units.append((("image", keys[i], sizes[i]), slice(start, start + n), row[None]))
                 start += n
         missing = [u for u in units if self._cache_get(u[0]) is None]
         timing.vision_units_cached += len(units) - len(missing)
@@ -456,17 +462,26 @@ class Reasoner(ReasonerBase):
     # ---------------------------------------------------------------- generation
     def prepare(self, text: str, frames: Sequence[np.ndarray] = (), *, as_video: bool = True,
                 timestamps_s: Sequence[float] | None = None, frame_size_hw: tuple[int, int] | None = None):
-        """Processor inputs (batch 1, CPU tensors) and the prompt text; frames resized to the grid."""
+        """Processor inputs (batch 1, CPU tensors), the prompt text and the (H, W) of each frame.
+
+        Frames are resized to ``frame_size_hw`` (or kept at their own size) snapped to the vision
+        grid; a video uses the first frame's size for all frames. The processor is told to keep
+        those sizes.
+        """
         frames = list(frames)
         if frames:
-            size = self.snap_size(frame_size_hw or frames[0].shape[:2])
-            frames = [_resize(f, size) for f in frames]
+            if frame_size_hw is not None or as_video:
+                size = self.snap_size(frame_size_hw or frames[0].shape[:2])
+                frames = [_resize(f, size) for f in frames]
+            else:
+                frames = [_resize(f, self.snap_size(f.shape[:2])) for f in frames]
+        sizes = [tuple(int(v) for v in f.shape[:2]) for f in frames]
         messages = self.build_messages(text, len(frames), as_video, timestamps_s)
         prompt = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         if frames:
-            h, w = frames[0].shape[:2]
-            pixels = {"shortest_edge": h * w, "longest_edge": h * w}
+            areas = [h * w for h, w in sizes]
+            pixels = {"shortest_edge": min(areas), "longest_edge": max(areas)}
             if as_video:
                 ts = list(timestamps_s) if timestamps_s is not None else None
                 fps = 1.0
@@ -479,7 +494,7 @@ class Reasoner(ReasonerBase):
                 kwargs["images"] = frames
                 kwargs["images_kwargs"] = {"size": pixels}
         inputs = self.processor(**kwargs)
-        return inputs, prompt
+        return inputs, prompt, sizes
 
     def generate(self, text, frames=(), *, as_video=True, timestamps_s=None, frame_keys=None,
                  frame_size_hw=None, num_samples=1, do_sample=None, temperature=None, top_p=None,
@@ -497,8 +512,8 @@ class Reasoner(ReasonerBase):
             raise ValueError(f"{len(frame_keys)} frame keys for {len(frames)} frames")
         timing = GenerationTiming()
         t0 = time.perf_counter()
-        inputs, prompt = self.prepare(text, frames, as_video=as_video, timestamps_s=timestamps_s,
-                                      frame_size_hw=frame_size_hw)
+        inputs, prompt, sizes = self.prepare(text, frames, as_video=as_video, timestamps_s=timestamps_s,
+                                             frame_size_hw=frame_size_hw)
         input_ids = inputs["input_ids"].to(self.device)
         length = input_ids.shape[1]
         timing.prompt_tokens = length
@@ -509,9 +524,8 @@ class Reasoner(ReasonerBase):
         timing.preprocess_s = time.perf_counter() - t0
         if len(frames):
             t0 = time.perf_counter()
-            size_hw = self.snap_size(frame_size_hw or frames[0].shape[:2])
             keys = list(frame_keys) if frame_keys is not None else [_frame_hash(f) for f in frames]
-            fwd["mm_encoder_outputs"] = self._encode_vision(inputs, keys, as_video, size_hw, timing)
+            fwd["mm_encoder_outputs"] = self._encode_vision(inputs, keys, as_video, sizes, timing)
             self._sync()
             timing.vision_s = time.perf_counter() - t0
         # ---- shared prefill (batch 1) over all prompt tokens but the last
