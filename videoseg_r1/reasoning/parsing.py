@@ -342,12 +342,12 @@ class CoordinateMap:
         return self.original_wh[0] / self.model_wh[0], self.original_wh[1] / self.model_wh[1]
 
     def point_to_original(self, point_xy: Sequence[float]) -> Point:
-        sx, sy = self.scale_xy
-        return clip_point((point_xy[0] * sx, point_xy[1] * sy), self.original_wh)
+        (mw, mh), (ow, oh) = self.model_wh, self.original_wh
+        return clip_point((point_xy[0] * ow / mw, point_xy[1] * oh / mh), self.original_wh)
 
     def point_to_model(self, point_xy: Sequence[float]) -> Point:
-        sx, sy = self.scale_xy
-        return clip_point((point_xy[0] / sx, point_xy[1] / sy), self.model_wh)
+        (mw, mh), (ow, oh) = self.model_wh, self.original_wh
+        return clip_point((point_xy[0] * mw / ow, point_xy[1] * mh / oh), self.model_wh)
 
     def box_to_original(self, box_xyxy: Sequence[float]) -> Box:
         x1, y1 = self.point_to_original(box_xyxy[:2])
@@ -474,8 +474,8 @@ _RANGE_RE = re.compile(
 )
 _BRACKET_RE = re.compile(rf"[\[(]\s*(?P<a>-?{_VAL})\s*[,;]\s*(?P<b>-?{_VAL})\s*[\])]")
 _START_END_RE = re.compile(
-    rf"start\w*\W{{0,20}}?(?P<a>-?{_VAL})\s*(?P<ua>{_SEC_UNIT}|{_FRAME_WORD})?.{{0,40}}?"
-    rf"end\w*\W{{0,20}}?(?P<b>-?{_VAL})\s*(?P<ub>{_SEC_UNIT}|{_FRAME_WORD})?",
+    rf"start\w*(?:\s+(?:time|frame|second)s?)?\W{{0,20}}?(?P<a>-?{_VAL})\s*(?P<ua>{_SEC_UNIT}|{_FRAME_WORD})?.{{0,40}}?"
+    rf"end\w*(?:\s+(?:time|frame|second)s?)?\W{{0,20}}?(?P<b>-?{_VAL})\s*(?P<ub>{_SEC_UNIT}|{_FRAME_WORD})?",
     re.I | re.S,
 )
 
@@ -599,7 +599,7 @@ def parse_interval(text: Any, default_unit: str = "seconds") -> ParsedInterval:
 # ============================================================== relative position
 
 _PERCENT_RE = re.compile(rf"(?P<v>-?(?:{_NUM}))\s*(?:%|percent\b|per\s*cent\b)", re.I)
-_FLOAT_RE = re.compile(rf"(?<![\w.])(?P<v>-?(?:{_NUM}))(?![\w.%]|\s*(?:percent|per\s*cent)\b)", re.I)
+_FLOAT_RE = re.compile(rf"(?<![\w.])(?P<v>-?(?:{_NUM}))(?![\w%]|\.\d|\s*(?:%|percent|per\s*cent)\b)", re.I)
 
 
 @dataclass(frozen=True)
