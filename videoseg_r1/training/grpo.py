@@ -1,0 +1,182 @@
+"""GRPO training of the reasoning model on TRL's ``GRPOTrainer`` (SPEC §2).
+
+``run_grpo(cfg, train_dataset, output_dir)`` configures — never re-implements — TRL: the paper's
+setup by default (group 8, 16 prompts per step, lr 1e-6, weight decay 0.01, bf16 on GPU, KL 1e-2,
+temperature 1.0), full fine-tuning or LoRA, gradient checkpointing, checkpoints every
+``save_steps`` and ``resume``. The reward is ``videoseg_r1.rewards.trl_reward_setup``: the
+penalised total (weight 1) drives the advantage, and every component is logged per step under
+``rewards/<name>/mean`` (also appended to ``<output_dir>/train_log.jsonl``). The final model is
+written to ``<output_dir>/final`` with LoRA merged, a folder ``Reasoner.from_pretrained`` loads.
+
+Multi-GPU / multi-node: launch the same command with ``accelerate launch --config_file
+configs/accelerate/<zero3|ddp>.yaml -m videoseg_r1.cli train grpo ...``; optional vLLM rollouts
+through TRL's ``use_vllm`` (``trainer: {use_vllm: true, vllm_mode: colocate}``; install
+``videoseg-r1[vllm]``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from videoseg_r1.config import GRPO_KL_BETA, GRPO_LR, GRPO_TEMPERATURE, GRPO_WEIGHT_DECAY
+from videoseg_r1.training.job import (
+    GRPO_MAX_COMPLETION_LENGTH,
+    GRPO_PER_DEVICE_BATCH,
+    TrainJobConfig,
+    derive_grad_accum,
+    load_policy,
+    placeholder_token_ids,
+    save_for_inference,
+    world_size,
+)
+
+log = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+LOG_FILE = "train_log.jsonl"
+
+
+def grpo_defaults(cfg: TrainJobConfig, cuda: bool) -> dict[str, Any]:
+    """The paper's GRPO setup as ``GRPOConfig`` keyword arguments (overridden by ``cfg.trainer``)."""
+    per_device = int(cfg.trainer.get("per_device_train_batch_size", GRPO_PER_DEVICE_BATCH))
+    out = dict(
+        learning_rate=GRPO_LR,
+        weight_decay=GRPO_WEIGHT_DECAY,
+        beta=GRPO_KL_BETA,
+        temperature=GRPO_TEMPERATURE,
+        num_generations=cfg.num_generations,
+        per_device_train_batch_size=per_device,
+        max_completion_length=GRPO_MAX_COMPLETION_LENGTH,
+        bf16=cuda,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=1,
+        save_steps=100,
+        save_total_limit=3,
+        num_train_epochs=1,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        remove_unused_columns=False,
+        report_to="none",
+        seed=cfg.data.samples.seed,
+        log_completions=False,
+    )
+    if "gradient_accumulation_steps" not in cfg.trainer and "generation_batch_size" not in cfg.trainer \
+            and "steps_per_generation" not in cfg.trainer:
+        out["gradient_accumulation_steps"] = derive_grad_accum(
+            cfg.prompts_per_step * cfg.num_generations, per_device, world_size())
+    return out
+
+
+def build_grpo_config(cfg: TrainJobConfig, output_dir: str | Path, processor=None):
+    """``trl.GRPOConfig`` from our defaults + ``cfg.trainer`` (unknown keys -> a clear error)."""
+    import dataclasses
+
+    import torch
+    from trl import GRPOConfig
+
+    from videoseg_r1.rewards import trl_reward_setup
+
+    kwargs = grpo_defaults(cfg, torch.cuda.is_available())
+    kwargs.update(cfg.trainer)
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(f"trainer option(s) {unknown} are not GRPOConfig fields")
+    _, weights = trl_reward_setup(cfg.rewards)
+    kwargs["reward_weights"] = weights
+    kwargs["multi_objective_aggregation"] = "sum_then_normalize"  # weights of 0 must not enter the advantage
+    if processor is not None:
+        gen = dict(kwargs.get("generation_kwargs") or {})
+        suppress = sorted(set(gen.get("suppress_tokens") or []) | set(placeholder_token_ids(processor)))
+        if suppress and not kwargs.get("use_vllm"):
+            gen["suppress_tokens"] = suppress
+        kwargs["generation_kwargs"] = gen or None
+    return GRPOConfig(output_dir=str(output_dir), **kwargs)
+
+
+def jsonl_log_callback(path: str | Path):
+    """A ``TrainerCallback`` appending every log dict (step, loss, rewards/...) to a JSONL file."""
+    from transformers import TrainerCallback
+
+    path = Path(path)
+
+    class JsonlLogCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    return JsonlLogCallback()
+
+
+def resolve_resume(resume: str | bool | None, output_dir: str | Path) -> str | bool | None:
+    """'auto'/True -> the latest ``checkpoint-*`` in ``output_dir`` (None if there is none); a path
+    must exist."""
+    if resume in (None, False, "", "none"):
+        return None
+    if resume in (True, "auto", "latest"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        out = Path(output_dir)
+        return get_last_checkpoint(str(out)) if out.is_dir() else None
+    if not Path(resume).is_dir():
+        raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
+    return str(resume)
+
+
+def run_grpo(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: str | bool | None = None,
+             save_final: bool = True):
+    """Train with GRPO; returns the ``GRPOTrainer`` (its ``state.log_history`` holds every log)."""
+    from trl import GRPOTrainer
+
+    from videoseg_r1.rewards import trl_reward_setup
+
+    output_dir = Path(output_dir)
+    # The config comes first: with DeepSpeed ZeRO-3 it makes from_pretrained load partitioned.
+    grpo_args = build_grpo_config(cfg, output_dir)
+    model, processor = load_policy(cfg)
+    grpo_args.generation_kwargs = build_grpo_config(cfg, output_dir, processor).generation_kwargs
+    reward_funcs, _ = trl_reward_setup(cfg.rewards, tokenizer=processor)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=grpo_args,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        peft_config=cfg.lora.peft_config(),
+        callbacks=[jsonl_log_callback(output_dir / LOG_FILE)],
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
+    if save_final:
+        export_final(trainer, processor, output_dir / FINAL_DIR)
+    return trainer
+
+
+def export_final(trainer, processor, out_dir: str | Path) -> Path:
+    """Save the trained policy as a folder the ``Reasoner`` loads (LoRA merged into the weights).
+
+    Full fine-tuning goes through ``trainer.save_model`` (which gathers ZeRO-3 shards); LoRA
+    adapters are merged on the main process.
+    """
+    out_dir = Path(out_dir)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        if trainer.accelerator.is_main_process:
+            save_for_inference(model, processor, out_dir)
+    else:
+        trainer.save_model(str(out_dir))
+        if trainer.accelerator.is_main_process:
+            processor.save_pretrained(out_dir)
+            gen = model.generation_config
+            if getattr(gen, "suppress_tokens", None) is None:
+                gen.suppress_tokens = placeholder_token_ids(processor) or None
+                gen.save_pretrained(out_dir)
+    trainer.accelerator.wait_for_everyone()
+    return out_dir

@@ -1,0 +1,225 @@
+"""The training job configuration shared by GRPO and SFT (YAML under ``configs/`` fills it in).
+
+``TrainJobConfig`` holds what is ours (model, data, LoRA, rewards, batch arithmetic); the ``trainer``
+mapping is handed to TRL's ``GRPOConfig`` / ``SFTConfig`` unchanged (any of their fields), after our
+defaults — the paper's setup — are applied. Read by ``training.grpo``, ``training.sft`` and
+``training.cli``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from videoseg_r1.config import (
+    DEFAULT_REASONER_ID,
+    GRPO_BATCH_SIZE,
+    GRPO_GROUP_SIZE,
+    GRPO_KL_BETA,
+    GRPO_LR,
+    GRPO_TEMPERATURE,
+    GRPO_WEIGHT_DECAY,
+    RewardConfig,
+    config_from_dict,
+)
+from videoseg_r1.training.samples import SampleConfig
+
+# ---------------------------------------------------------------- defaults (ours where the paper is silent)
+GRPO_MAX_COMPLETION_LENGTH = 512  # tokens; think budget (<= 128) + answer JSON fit easily; ours
+GRPO_PER_DEVICE_BATCH = 8  # completions per device per micro-step (one group); ours
+LORA_RANK = 64  # ours
+LORA_ALPHA = 128  # ours
+LORA_DROPOUT = 0.05  # ours
+# Linear layers of the language model only (the vision tower stays frozen); names shared by
+# Qwen2-VL, Qwen2.5-VL and Qwen3-VL. A regex, so the vision blocks' "qkv"/"proj" never match.
+LORA_TARGET_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+SFT_LR = 1e-5  # SFT baseline learning rate; ours
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the language model (peft). ``enabled: false`` = full fine-tuning."""
+
+    enabled: bool = False
+    r: int = LORA_RANK
+    alpha: int = LORA_ALPHA
+    dropout: float = LORA_DROPOUT
+    target_modules: str | list[str] = LORA_TARGET_REGEX
+
+    def peft_config(self):
+        if not self.enabled:
+            return None
+        try:
+            from peft import LoraConfig
+        except ImportError as exc:  # pragma: no cover - peft is in the [train] extra
+            raise RuntimeError("LoRA needs peft: pip install 'videoseg-r1[train]'") from exc
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, task_type="CAUSAL_LM")
+
+
+@dataclass
+class DataSettings:
+    """Which benchmark feeds training (CLI flags override ``benchmark``/``data_root``/``split``)."""
+
+    benchmark: str | None = None
+    data_root: str | None = None
+    split: str = "train"
+    samples: SampleConfig = field(default_factory=SampleConfig)
+
+
+@dataclass
+class TrainJobConfig:
+    """One training run. ``mode`` is 'grpo' or 'sft'; ``trainer`` goes to TRL's config class.
+
+    ``prompts_per_step`` (the paper's batch 16) and ``num_generations`` (group 8) fix the number of
+    completions per optimiser step (16 x 8 = 128); ``gradient_accumulation_steps`` is derived from
+    them, the per-device batch and the number of processes unless ``trainer`` sets it.
+    """
+
+    mode: str = "grpo"
+    model: str = DEFAULT_REASONER_ID
+    dtype: str = "auto"  # 'auto' -> bfloat16 on CUDA, float32 on CPU
+    attn_implementation: str = "sdpa"
+    freeze_vision: bool = True
+    prompts_per_step: int = GRPO_BATCH_SIZE
+    num_generations: int = GRPO_GROUP_SIZE
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+
+def _fill(cls, data, where):
+    """Strict dataclass fill that accepts the free-form ``trainer`` dict and a dict for target_modules."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            sub = type(default)
+            kwargs[name] = _fill(sub, value, f"{where}.{name}") if sub in (LoraSettings, DataSettings) \
+                else config_from_dict(sub, value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_job_config(path: str | Path | None, **overrides: Any) -> TrainJobConfig:
+    """Read a YAML job file (or defaults when ``path`` is None), then apply non-None ``overrides``."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"training config {path} is not valid YAML: {exc}") from None
+    cfg = _fill(TrainJobConfig, data, str(path or "config"))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("benchmark", "data_root", "split"):
+            setattr(cfg.data, key, value)
+        elif hasattr(cfg, key):
+            setattr(cfg, key, value)
+        else:
+            raise ValueError(f"unknown override {key!r}")
+    if cfg.mode not in ("grpo", "sft"):
+        raise ValueError(f"mode must be 'grpo' or 'sft', got {cfg.mode!r}")
+    return cfg
+
+
+def world_size() -> int:
+    """Processes in this run (``accelerate launch`` sets WORLD_SIZE)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def derive_grad_accum(completions_per_step: int, per_device: int, processes: int) -> int:
+    """Micro-steps so that per_device x processes x accumulation == completions per step.
+
+    >>> derive_grad_accum(128, 8, 1), derive_grad_accum(128, 8, 8), derive_grad_accum(128, 4, 8)
+    (16, 2, 4)
+    """
+    denom = per_device * processes
+    if completions_per_step % denom:
+        raise ValueError(
+            f"{completions_per_step} completions per step cannot be split over {processes} process(es) x "
+            f"{per_device} per device; change prompts_per_step, num_generations or "
+            f"trainer.per_device_train_batch_size")
+    return max(1, completions_per_step // denom)
+
+
+def resolve_model_dtype(dtype: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+            "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}[dtype]
+
+
+def load_policy(cfg: TrainJobConfig):
+    """(model, processor) from ``cfg.model`` (hub id or a folder); vision tower frozen if asked.
+
+    The model keeps its ``name_or_path``, which TRL uses to build the frozen reference model for the
+    KL term (so a trained folder can itself be the start of another run).
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model_id = str(cfg.model)
+    if (model_id.startswith((".", "/", "~")) or os.path.sep in model_id.strip("/").split("/", 1)[-1]) \
+            and not Path(model_id).expanduser().is_dir():
+        raise FileNotFoundError(f"model folder not found: {model_id}")
+    try:
+        processor = AutoProcessor.from_pretrained(model_id, padding_side="left")
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_id, dtype=resolve_model_dtype(cfg.dtype), attn_implementation=cfg.attn_implementation)
+    except OSError as exc:
+        raise RuntimeError(
+            f"could not load model {model_id!r} ({exc}); offline, pass a local folder with --model "
+            "or download it first") from None
+    if cfg.freeze_vision:
+        visual = getattr(getattr(model, "model", model), "visual", None) or getattr(model, "visual", None)
+        if visual is not None:
+            for p in visual.parameters():
+                p.requires_grad_(False)
+    return model, processor
+
+
+def placeholder_token_ids(processor) -> list[int]:
+    """Ids of the vision placeholder tokens, which a policy must never generate."""
+    tok = getattr(processor, "tokenizer", processor)
+    ids = []
+    for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"):
+        i = tok.convert_tokens_to_ids(t)
+        if i is not None and i != tok.unk_token_id:
+            ids.append(int(i))
+    return ids
+
+
+def save_for_inference(model, processor, out_dir: str | Path) -> Path:
+    """Write a folder the ``Reasoner`` loads directly: full weights (LoRA merged), processor, config."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unwrapped = model
+    if hasattr(unwrapped, "merge_and_unload"):
+        unwrapped = unwrapped.merge_and_unload()
+    if getattr(unwrapped.generation_config, "suppress_tokens", None) is None:
+        unwrapped.generation_config.suppress_tokens = placeholder_token_ids(processor) or None
+    unwrapped.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

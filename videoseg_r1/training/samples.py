@@ -1,0 +1,505 @@
+"""Training samples for GRPO and SFT: frames, prompt, ground truth and difficulty per expression.
+
+For each expression of a benchmark reader (``videoseg_r1.data.registry.get_reader``; ReVOS, MeViS,
+Ref-YouTube-VOS, Ref-DAVIS17 or the synthetic benchmark) this module
+
+1. picks the **target frame** among the frames where the targets are visible
+   (``SampleConfig.target_frame_rule``; frames where *all* targets are visible are preferred);
+2. picks the **key-segment and reference frames** the way HTFS shows them at inference: a key
+   segment around the target frame (the synthetic benchmark's own ``key_interval`` when it has one,
+   else the visible run around the target, at most δ·T long), ``num_key_frames`` frames inside it
+   and ``num_reference_frames`` frames spread over the rest of the video; the images are the context
+   frames in time order followed by the target frame (as ``templates/reasoning.txt`` says);
+3. builds the **ground truth per object** on the target frame resized to the model input
+   (``model_input_size``, 840x840 by default, aspect ratio not kept): box = tight inclusive bounds of
+   the mask, point = the mask pixel farthest from the mask border (Euclidean distance transform),
+   negative point = the pixel nearest to that point among those 5–20 px (L1) outside all targets;
+4. attaches the difficulty D (cache file, the sample's own D, or the annotation heuristic).
+
+:func:`build_dataset` returns a ``datasets.Dataset`` whose columns are listed in ``COLUMNS``; the
+rewards read ``solution``, ``gt_mask_rle``, ``frame_size`` and ``difficulty``, the trainers read
+``prompt`` and ``images``. Called by ``videoseg_r1.training.grpo`` / ``sft`` and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from videoseg_r1.config import HTFS_DELTA, HTFS_NUM_REFERENCE_FRAMES, MODEL_INPUT_SIZE
+
+# ---------------------------------------------------------------- defaults (ours; paper silent)
+SAMPLE_NUM_KEY_FRAMES = 4  # key-segment frames shown besides the target frame
+SAMPLE_CONTEXT_FRAME_SIZE = 448  # context frames are shown smaller than the target frame (tokens)
+SAMPLE_MIN_AREA_PX = 16  # a target counts as visible on a frame with at least this many pixels
+NEG_POINT_MIN_L1_PX = 5  # negative-point target: 5..20 px (taxicab) outside every target mask,
+NEG_POINT_MAX_L1_PX = 20  # well inside the reward's (0, 40] window
+TARGET_FRAME_RULES = ("largest", "random", "middle", "first", "given")
+
+#: Columns of the dataset, in order, with their meaning.
+COLUMNS = {
+    "prompt": "conversational prompt [{'role': 'user', 'content': text}] (TRL inserts image slots)",
+    "images": "PIL images: context frames in time order, then the target frame (model input size)",
+    "solution": 'JSON list [{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}] in model-input pixels',
+    "neg_points": "JSON list of [x, y] (or null) per object: negative-point targets for SFT answers",
+    "gt_mask_rle": "COCO RLE (JSON) of the union of the target masks at model-input size",
+    "frame_size": "[W, H] of the model-input target frame",
+    "difficulty": "D in [1, 10]",
+    "difficulty_source": "'cache:<source>', 'synthetic' or 'heuristic'",
+    "benchmark": "benchmark name",
+    "video": "video name",
+    "exp_id": "expression id (string)",
+    "query": "the expression text",
+    "num_frames": "frames in the video",
+    "target_frame_idx": "index of the target frame in the video",
+    "frame_indices": "video indices of all images, in the order of `images`",
+}
+
+
+@dataclass
+class SampleConfig:
+    """How samples are built (see the module docstring)."""
+
+    model_input_size: int = MODEL_INPUT_SIZE
+    context_frame_size: int = SAMPLE_CONTEXT_FRAME_SIZE
+    num_key_frames: int = SAMPLE_NUM_KEY_FRAMES
+    num_reference_frames: int = HTFS_NUM_REFERENCE_FRAMES
+    key_segment_fraction: float = HTFS_DELTA
+    target_frame_rule: str = "largest"
+    min_area_px: int = SAMPLE_MIN_AREA_PX
+    neg_point_min_l1_px: int = NEG_POINT_MIN_L1_PX
+    neg_point_max_l1_px: int = NEG_POINT_MAX_L1_PX
+    samples_per_expression: int = 1
+    max_samples: int | None = None
+    seed: int = 0
+    split: str = "train"
+    difficulty_file: str | None = None
+    extra_columns: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.target_frame_rule not in TARGET_FRAME_RULES:
+            raise ValueError(f"target_frame_rule {self.target_frame_rule!r}: choose one of {TARGET_FRAME_RULES}")
+        if self.model_input_size < 28 or self.context_frame_size < 28:
+            raise ValueError("model_input_size and context_frame_size must be at least 28 pixels")
+
+
+# ============================================================================ geometry of one object
+
+
+def resize_mask(mask: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a bool (H, W) mask to ``size_wh`` = (W, H)."""
+    import cv2
+
+    mask = np.asarray(mask, dtype=np.uint8)
+    if (mask.shape[1], mask.shape[0]) == tuple(size_wh):
+        return mask.astype(bool)
+    return cv2.resize(mask, tuple(int(v) for v in size_wh), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def mask_box_xyxy(mask: np.ndarray) -> list[int] | None:
+    """Tight inclusive bounds ``[x1, y1, x2, y2]`` of a bool (H, W) mask; None if empty.
+
+    >>> m = np.zeros((5, 6), bool); m[1:3, 2:5] = True
+    >>> mask_box_xyxy(m)
+    [2, 1, 4, 2]
+    """
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+
+
+def mask_centre_point(mask: np.ndarray) -> list[int] | None:
+    """The mask pixel farthest from the mask border (Euclidean distance transform), as ``[x, y]``.
+
+    The frame edge counts as border (the mask is padded with background). Ties go to the first pixel
+    in row-major order. None if the mask is empty.
+
+    >>> m = np.zeros((7, 9), bool); m[1:6, 1:8] = True
+    >>> mask_centre_point(m)
+    [4, 3]
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return None
+    dist = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return [int(x), int(y)]
+
+
+def negative_point_target(
+    union_mask: np.ndarray,
+    near_xy: Sequence[float],
+    min_l1_px: int = NEG_POINT_MIN_L1_PX,
+    max_l1_px: int = NEG_POINT_MAX_L1_PX,
+) -> list[int] | None:
+    """A pixel ``min_l1_px..max_l1_px`` (taxicab) outside every target, nearest to ``near_xy``.
+
+    ``union_mask`` is the union of all target masks (H, W); ``near_xy`` is usually the object's
+    centre point, so the negative point sits just outside *that* object. None when no pixel of the
+    frame is in that ring (a target covering the whole frame).
+    """
+    from scipy.ndimage import distance_transform_cdt
+
+    union_mask = np.asarray(union_mask, dtype=bool)
+    if not union_mask.any():
+        return None
+    dist = distance_transform_cdt(~union_mask, metric="taxicab")
+    ring = (dist >= min_l1_px) & (dist <= max_l1_px)
+    if not ring.any():
+        ring = dist > 0
+        if not ring.any():
+            return None
+    ys, xs = np.nonzero(ring)
+    d2 = (xs - float(near_xy[0])) ** 2 + (ys - float(near_xy[1])) ** 2
+    k = int(np.argmin(d2))
+    return [int(xs[k]), int(ys[k])]
+
+
+@dataclass
+class ObjectTarget:
+    """Ground truth of one object on the model-input target frame (inclusive pixel coordinates)."""
+
+    obj_id: Any
+    box_xyxy: list[int]
+    point_xy: list[int]
+    neg_point_xy: list[int] | None
+
+
+def object_targets(masks_on_frame: Mapping[Any, np.ndarray], size_wh: tuple[int, int],
+                   config: SampleConfig | None = None) -> tuple[list[ObjectTarget], np.ndarray]:
+    """Per-object GT at ``size_wh`` from original-resolution masks ``{obj: (H, W)}``; plus the union.
+
+    Objects with an empty mask at the model resolution are left out (they are not visible there).
+    """
+    config = config or SampleConfig()
+    resized = {obj: resize_mask(m, size_wh) for obj, m in masks_on_frame.items()}
+    union = np.zeros((size_wh[1], size_wh[0]), dtype=bool)
+    for m in resized.values():
+        union |= m
+    targets = []
+    for obj, m in resized.items():
+        box = mask_box_xyxy(m)
+        if box is None:
+            continue
+        point = mask_centre_point(m)
+        neg = negative_point_target(union, point, config.neg_point_min_l1_px, config.neg_point_max_l1_px)
+        targets.append(ObjectTarget(obj, box, point, neg))
+    return targets, union
+
+
+def solution_json(targets: Sequence[ObjectTarget]) -> str:
+    """The ``solution`` column: ``[{"bbox_2d": [...], "point_2d": [...]}, ...]`` (SPEC §5)."""
+    return json.dumps([{"bbox_2d": t.box_xyxy, "point_2d": t.point_xy} for t in targets])
+
+
+def answer_json(targets: Sequence[ObjectTarget]) -> str:
+    """The full answer JSON with negative points (what an SFT target answer contains)."""
+    items = []
+    for t in targets:
+        item = {"bbox_2d": t.box_xyxy, "point_2d": t.point_xy}
+        if t.neg_point_xy is not None:
+            item["neg_point_2d"] = t.neg_point_xy
+        items.append(item)
+    return json.dumps(items)
+
+
+# ============================================================================ frames
+
+
+def visible_frames(object_masks: Mapping[Any, np.ndarray], min_area_px: int = SAMPLE_MIN_AREA_PX
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: (all targets visible (T,), any target visible (T,), union area in pixels (T,))."""
+    areas = np.stack([np.asarray(m, bool).reshape(m.shape[0], -1).sum(axis=1) for m in object_masks.values()])
+    visible = areas >= min_area_px  # (O, T)
+    return visible.all(axis=0), visible.any(axis=0), areas.sum(axis=0)
+
+
+def choose_target_frame(object_masks: Mapping[Any, np.ndarray], config: SampleConfig,
+                        rng: random.Random, given: int | None = None) -> int | None:
+    """Target frame index by ``config.target_frame_rule`` among frames where targets are visible.
+
+    Frames where all targets are visible are preferred over frames where only some are; None when
+    no target is visible anywhere. Rules: ``largest`` (largest union area: the clearest view, the
+    default), ``random`` (seeded), ``middle`` (median candidate), ``first``, ``given`` (the
+    benchmark's own ``target_frame`` when it is a candidate, else ``largest``).
+    """
+    all_vis, any_vis, area = visible_frames(object_masks, config.min_area_px)
+    candidates = np.nonzero(all_vis)[0]
+    if len(candidates) == 0:
+        candidates = np.nonzero(any_vis)[0]
+    if len(candidates) == 0:
+        return None
+    rule = config.target_frame_rule
+    if rule == "given" and given is not None and int(given) in set(candidates.tolist()):
+        return int(given)
+    if rule == "random":
+        return int(rng.choice(candidates.tolist()))
+    if rule == "middle":
+        return int(candidates[len(candidates) // 2])
+    if rule == "first":
+        return int(candidates[0])
+    return int(candidates[np.argmax(area[candidates])])
+
+
+def key_segment_around(target: int, any_visible: np.ndarray, fraction: float) -> tuple[int, int]:
+    """Inclusive key segment: the visible run containing ``target``, at most ``fraction``·T long."""
+    t = len(any_visible)
+    lo = hi = target
+    while lo > 0 and any_visible[lo - 1]:
+        lo -= 1
+    while hi < t - 1 and any_visible[hi + 1]:
+        hi += 1
+    max_len = max(1, int(math.floor(fraction * t)))
+    if hi - lo + 1 > max_len:
+        lo = max(lo, target - max_len // 2)
+        hi = min(hi, lo + max_len - 1)
+        lo = max(0, min(lo, hi - max_len + 1))
+    return lo, hi
+
+
+def spread(indices: Sequence[int], count: int) -> list[int]:
+    """``count`` indices spread uniformly over the sorted ``indices`` (all of them if fewer)."""
+    indices = sorted(set(int(i) for i in indices))
+    if count <= 0 or not indices:
+        return []
+    if len(indices) <= count:
+        return indices
+    pos = np.linspace(0, len(indices) - 1, num=count)
+    return sorted({indices[int(round(p))] for p in pos})
+
+
+def context_frame_indices(num_frames: int, key_segment: tuple[int, int], target: int,
+                          num_key: int, num_reference: int) -> tuple[list[int], list[int]]:
+    """(key-segment frames without the target, reference frames outside the key segment if possible)."""
+    s, e = key_segment
+    key = spread([i for i in range(s, e + 1) if i != target], num_key)
+    outside = [i for i in range(num_frames) if i < s or i > e]
+    pool = outside if len(outside) >= num_reference else [i for i in range(num_frames) if i != target and i not in key]
+    reference = spread(pool, num_reference)
+    return key, reference
+
+
+# ============================================================================ prompt
+
+
+def reasoning_prompt_text(query: str, width: int, height: int) -> str:
+    """The reasoning prompt text for ``query`` on a ``width`` x ``height`` target frame.
+
+    Uses the reasoner's own prompt builder when available so training and inference see the same
+    words; otherwise renders ``templates/reasoning.txt`` directly.
+    """
+    try:
+        from videoseg_r1.reasoning import reasoner as _reasoner
+
+        builder = getattr(_reasoner, "build_reasoning_prompt", None)
+        if builder is not None:
+            return builder(query, width=width, height=height)
+    except ImportError:
+        pass
+    from importlib import resources
+
+    template = (resources.files("videoseg_r1.reasoning") / "templates" / "reasoning.txt").read_text()
+    example = json.dumps([{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110], "neg_point_2d": [5, 95]}])
+    return (template.replace("{query}", str(query)).replace("{width}", str(width))
+            .replace("{height}", str(height)).replace("{answer_example}", example)).strip()
+
+
+def build_prompt(query: str, width: int, height: int) -> list[dict[str, Any]]:
+    """TRL conversational prompt (image slots are inserted by TRL from the ``images`` column)."""
+    return [{"role": "user", "content": reasoning_prompt_text(query, width, height)}]
+
+
+# ============================================================================ samples
+
+
+def _to_pil(frame: np.ndarray, size: int):
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(frame, dtype=np.uint8))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BICUBIC)
+    return img
+
+
+def _load_difficulty_cache(path: str | None):
+    if not path:
+        return None
+    from videoseg_r1.training.difficulty import DifficultyCache
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"difficulty file not found: {path} (create it with `videoseg-r1 rate-difficulty`)")
+    return DifficultyCache(path)
+
+
+def _difficulty(expr, benchmark: str, object_masks, cache) -> tuple[float, str]:
+    from videoseg_r1.training.difficulty import heuristic_ratings, annotation_features, difficulty_from_ratings, sample_key
+
+    if cache is not None:
+        key = sample_key(benchmark, expr.video, expr.exp_id)
+        if key in cache:
+            return float(cache.records[key].difficulty), f"cache:{cache.records[key].source}"
+    extra = getattr(expr, "extra", None) or {}
+    if extra.get("difficulty") is not None:
+        return float(extra["difficulty"]), "synthetic"
+    feats = annotation_features(object_masks, expr.text, getattr(expr, "type_id", 0) == 1)
+    return difficulty_from_ratings(heuristic_ratings(feats)), "heuristic"
+
+
+@dataclass
+class BuildReport:
+    """What :func:`iter_samples` did: samples written and expressions skipped, with reasons."""
+
+    samples: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, rng: random.Random,
+                           cache=None, report: BuildReport | None = None) -> list[dict[str, Any]]:
+    """The sample(s) of one expression (``config.samples_per_expression`` target frames)."""
+    report = report or BuildReport()
+    if not getattr(expr, "text", "").strip():
+        report.skip("empty query")
+        return []
+    object_masks = reader.object_masks(expr)
+    if not object_masks:
+        report.skip("no object masks")
+        return []
+    num_frames = int(next(iter(object_masks.values())).shape[0])
+    _, any_vis, _ = visible_frames(object_masks, config.min_area_px)
+    if not any_vis.any():
+        report.skip("targets never visible")
+        return []
+    difficulty, source = _difficulty(expr, benchmark, object_masks, cache)
+    extra = getattr(expr, "extra", None) or {}
+    size = config.model_input_size
+    out = []
+    used: set[int] = set()
+    video = None
+    for _ in range(max(1, config.samples_per_expression)):
+        given = extra.get("target_frame")
+        target = choose_target_frame(object_masks, config, rng, given=given)
+        if target is None or target in used:
+            break
+        used.add(target)
+        interval = extra.get("key_interval")
+        if interval is not None and len(interval) == 2 and int(interval[0]) <= target <= int(interval[1]):
+            key_segment = (int(interval[0]), int(interval[1]))
+        else:
+            key_segment = key_segment_around(target, any_vis, config.key_segment_fraction)
+        key, reference = context_frame_indices(num_frames, key_segment, target,
+                                               config.num_key_frames, config.num_reference_frames)
+        context = sorted(set(key) | set(reference))
+        targets, union = object_targets({o: m[target] for o, m in object_masks.items()}, (size, size), config)
+        if not targets:
+            report.skip("targets vanish at model resolution")
+            continue
+        if video is None:
+            video = reader.open_video(expr.video)
+        frames = video.get_frames(context + [target])
+        images = [_to_pil(f, config.context_frame_size) for f in frames[:-1]] + [_to_pil(frames[-1], size)]
+        from videoseg_r1.masks import rle_encode
+
+        sample = {
+            "prompt": build_prompt(expr.text, size, size),
+            "images": images,
+            "solution": solution_json(targets),
+            "neg_points": json.dumps([t.neg_point_xy for t in targets]),
+            "gt_mask_rle": json.dumps(rle_encode(union)),
+            "frame_size": [size, size],
+            "difficulty": float(difficulty),
+            "difficulty_source": source,
+            "benchmark": benchmark,
+            "video": str(expr.video),
+            "exp_id": str(expr.exp_id),
+            "query": str(expr.text),
+            "num_frames": num_frames,
+            "target_frame_idx": int(target),
+            "frame_indices": context + [int(target)],
+        }
+        sample.update(config.extra_columns)
+        out.append(sample)
+        report.samples += 1
+    return out
+
+
+def iter_samples(reader, benchmark: str, config: SampleConfig | None = None,
+                 report: BuildReport | None = None) -> Iterator[dict[str, Any]]:
+    """Samples of every expression of ``reader`` (deterministic for a given ``config.seed``)."""
+    config = config or SampleConfig()
+    report = report if report is not None else BuildReport()
+    cache = _load_difficulty_cache(config.difficulty_file)
+    rng = random.Random(config.seed)
+    count = 0
+    for expr in reader.expressions():
+        for sample in sample_from_expression(reader, expr, benchmark, config, rng, cache, report):
+            yield sample
+            count += 1
+            if config.max_samples is not None and count >= config.max_samples:
+                return
+
+
+def dataset_features():
+    """``datasets.Features`` of the sample dataset (images as a list of ``Image``)."""
+    from datasets import Features, Image, List, Value
+
+    message = {"role": Value("string"), "content": Value("string")}
+    return Features({
+        "prompt": List(message),
+        "images": List(Image()),
+        "solution": Value("string"),
+        "neg_points": Value("string"),
+        "gt_mask_rle": Value("string"),
+        "frame_size": List(Value("int32")),
+        "difficulty": Value("float32"),
+        "difficulty_source": Value("string"),
+        "benchmark": Value("string"),
+        "video": Value("string"),
+        "exp_id": Value("string"),
+        "query": Value("string"),
+        "num_frames": Value("int32"),
+        "target_frame_idx": Value("int32"),
+        "frame_indices": List(Value("int32")),
+    })
+
+
+def build_dataset(reader, benchmark: str, config: SampleConfig | None = None,
+                  report: BuildReport | None = None):
+    """A ``datasets.Dataset`` of all samples of ``reader`` (columns: ``COLUMNS``).
+
+    Raises ``ValueError`` naming the benchmark when no expression yields a sample.
+    """
+    from datasets import Dataset
+
+    config = config or SampleConfig()
+    report = report if report is not None else BuildReport()
+    rows = list(iter_samples(reader, benchmark, config, report))
+    if not rows:
+        raise ValueError(
+            f"no training sample could be built from benchmark {benchmark!r} (split {config.split!r}); "
+            f"skipped expressions: {report.skipped or 'none found'} — check --data-root and --split"
+        )
+    features = dataset_features() if not config.extra_columns else None
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    return Dataset.from_dict(columns, features=features)
+
+
+def load_reader(benchmark: str, data_root: str | Path, split: str = "train"):
+    """The benchmark reader (``videoseg_r1.data.registry.get_reader``) with a clear error."""
+    from videoseg_r1.data.registry import get_reader
+
+    root = Path(data_root)
+    if not root.exists():
+        raise FileNotFoundError(f"data root not found: {root} (pass --data-root pointing at the {benchmark} folder)")
+    return get_reader(benchmark, root, split)
