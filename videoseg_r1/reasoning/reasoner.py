@@ -92,11 +92,15 @@ def render_template(template: str, **values: Any) -> str:
 
 @dataclass
 class Sample:
-    """One generated sequence. ``logprob`` = sum of log p(token) over ``num_tokens`` tokens."""
+    """One generated sequence. ``logprob`` = sum of log p(token) over ``num_tokens`` tokens.
+
+    ``token_ids`` are the generated ids (EOS included when produced; empty for scripted samples).
+    """
 
     text: str
     logprob: float
     num_tokens: int
+    token_ids: list[int] = field(default_factory=list)
 
     @property
     def mean_logprob(self) -> float:
@@ -585,5 +589,6 @@ class Reasoner(ReasonerBase):
             ids = tokens[i, :count].tolist()
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             lp = float(logp[i][m].sum())
-            samples.append(Sample(text=text, logprob=lp if math.isfinite(lp) else -math.inf, num_tokens=count))
+            samples.append(Sample(text=text, logprob=lp if math.isfinite(lp) else -math.inf,
+                                  num_tokens=count, token_ids=ids))
         return samples
