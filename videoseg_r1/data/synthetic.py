@@ -1093,16 +1093,14 @@ def split_counts(num_videos: int, splits: Sequence[str]) -> dict[str, int]:
     """How many of ``num_videos`` go to each split (SPLIT_FRACTIONS, largest remainder, >= 1 each
     while there are enough videos). The first n videos of a split do not depend on the total."""
     weights = np.array([SPLIT_FRACTIONS[s] for s in splits])
-    weights = weights / weights.sum()
-    counts = np.zeros(len(splits), np.int64)
-    if num_videos >= len(splits):
-        counts += 1
-    rest = num_videos - int(counts.sum())
-    share = weights * rest
-    counts += np.floor(share).astype(np.int64)
-    left = num_videos - int(counts.sum())
-    for i in np.argsort(-(share - np.floor(share)), kind="stable")[:left]:
+    share = weights / weights.sum() * num_videos
+    counts = np.floor(share).astype(np.int64)
+    for i in np.argsort(-(share - counts), kind="stable")[:num_videos - int(counts.sum())]:
         counts[i] += 1
+    for i in range(len(splits)):  # every split gets a video while there are enough
+        if counts[i] == 0 and num_videos >= len(splits):
+            counts[int(np.argmax(counts))] -= 1
+            counts[i] += 1
     return {s: int(c) for s, c in zip(splits, counts)}
 
 
