@@ -1,0 +1,112 @@
+"""ReasonVOS reader (VideoLISA's reasoning video segmentation benchmark).
+
+Layout::
+
+    ROOT/meta_expressions.json
+        {"videos": {video: {"source": "MeViS", "frames": [...], "is_sent": ...,
+                            "expressions": [ {"obj_id", "exp_id", "exp_text", "is_sent"}, ... ]}}}
+        (``expressions`` may also be a dict {exp_id: {...}}; both are read)
+    ROOT/JPEGImages/<video>/<frame>.jpg
+    ROOT/Annotations/<source>_<video>_<obj_id>/<frame>.png   binary/palette masks, non-zero = target
+
+Scored frames are the PNGs of the expression's annotation folder in sorted order, as the official
+script does. The split argument is ignored (one split, ``test``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videoseg_r1.data.base import (BenchmarkReader, DatasetError, DataRootError, Expression, load_json,
+                                   require_dir)
+from videoseg_r1.masks import MaskError, read_binary_png
+
+
+class ReasonVosReader(BenchmarkReader):
+    name = "reasonvos"
+    default_split = "test"
+
+    def __init__(self, root, split=None):
+        super().__init__(root, split)
+        if not self.meta_path().is_file():
+            raise DataRootError(f"ReasonVOS meta file not found: {self.meta_path()}")
+        require_dir(self.root / "Annotations", "ReasonVOS Annotations folder")
+        self._meta: dict | None = None
+
+    def meta_path(self) -> Path:
+        return self.root / "meta_expressions.json"
+
+    @property
+    def meta(self) -> dict:
+        if self._meta is None:
+            data = load_json(self.meta_path(), "ReasonVOS meta file")
+            if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
+                raise DatasetError(f"malformed ReasonVOS meta file {self.meta_path()}: expected {{\"videos\": {{...}}}}")
+            self._meta = data["videos"]
+        return self._meta
+
+    def videos(self) -> list[str]:
+        return list(self.meta.keys())
+
+    def frame_names(self, video: str) -> list[str]:
+        v = self.meta.get(video) or {}
+        if isinstance(v.get("frames"), list):
+            return [str(f) for f in v["frames"]]
+        return super().frame_names(video)
+
+    def _all_expressions(self) -> list[Expression]:
+        out = []
+        for video, v in self.meta.items():
+            if not isinstance(v, dict) or "expressions" not in v:
+                raise DatasetError(f"malformed entry for video {video!r} in {self.meta_path()}: no 'expressions'")
+            exps = v["expressions"]
+            items = list(exps.items()) if isinstance(exps, dict) else list(enumerate(exps))
+            for key, e in items:
+                if not isinstance(e, dict) or "obj_id" not in e:
+                    raise DatasetError(f"malformed expression {video}/{key} in {self.meta_path()}: needs 'obj_id'")
+                exp_id = str(e.get("exp_id", key))
+                text = e.get("exp_text", e.get("exp", ""))
+                out.append(Expression(video=video, exp_id=exp_id, text=str(text), obj_ids=[e["obj_id"]],
+                                      anno_ids=[], type_id=None,
+                                      extra={"source": v.get("source", ""),
+                                             "is_sent": e.get("is_sent", v.get("is_sent"))}))
+        return out
+
+    def annotation_dir(self, expr: Expression) -> Path:
+        src = str(expr.extra.get("source", ""))
+        for s in dict.fromkeys([src, src.lower()]):
+            d = self.root / "Annotations" / f"{s}_{expr.video}_{expr.obj_ids[0]}"
+            if d.is_dir():
+                return d
+        raise DataRootError(f"annotation folder not found: "
+                            f"{self.root / 'Annotations' / f'{src}_{expr.video}_{expr.obj_ids[0]}'}")
+
+    def eval_frames(self, expr: Expression) -> list[str]:
+        d = self.annotation_dir(expr)
+        return sorted(p.stem for p in d.iterdir() if p.suffix.lower() == ".png")
+
+    def frame_size(self, video: str) -> tuple[int, int]:
+        for e in self.expressions(video):
+            d = self.annotation_dir(e)
+            frames = self.eval_frames(e)
+            if frames:
+                return tuple(read_binary_png(d / f"{frames[0]}.png").shape)  # type: ignore[return-value]
+        return super().frame_size(video)
+
+    def object_masks(self, expr: Expression) -> dict[Any, np.ndarray]:
+        d = self.annotation_dir(expr)
+        frames = self.eval_frames(expr)
+        if not frames:
+            raise DatasetError(f"annotation folder {d} holds no PNG masks")
+        try:
+            first = read_binary_png(d / f"{frames[0]}.png")
+            out = np.zeros((len(frames), *first.shape), dtype=bool)
+            out[0] = first
+            for t, fr in enumerate(frames[1:], start=1):
+                out[t] = read_binary_png(d / f"{fr}.png", first.shape)
+        except MaskError as exc:
+            raise DatasetError(str(exc)) from None
+        return {expr.obj_ids[0]: out}

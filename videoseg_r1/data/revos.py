@@ -1,0 +1,206 @@
+"""ReVOS reader (and the shared reader of every ReVOS-shaped dataset: MeViS and our synthetic set).
+
+Layout (as published)::
+
+    ROOT/JPEGImages/<video>/<frame>.jpg
+    ROOT/mask_dict.json              {anno_id: [COCO RLE or null per frame]}
+    ROOT/mask_dict_foreground.json   {video: {"masks_rle": [RLE per frame], ...}}  (or {video: [RLE...]})
+    ROOT/meta_expressions_{train,valid}_.json
+        {"videos": {video: {"frames": [...], "height", "width",
+                            "expressions": {exp_id: {"exp", "obj_id": [..], "anno_id": [..], "type_id"}}}}}
+
+Targets are the expression's ``anno_id`` masks (one per listed object); frames where a target is
+absent hold ``null``. Used by ``videoseg-r1 evaluate --benchmark revos`` and the training builders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videoseg_r1.data.base import BenchmarkReader, DatasetError, DataRootError, Expression, load_json, require_dir
+from videoseg_r1.masks import MaskError, rle_decode
+
+
+class RevosStyleReader(BenchmarkReader):
+    """A ReVOS-shaped dataset: a meta file, a mask_dict of per-frame RLEs, JPEG frame folders."""
+
+    name = "revos"
+    default_split = "valid"
+
+    # paths (overridden by MeViS)
+    def meta_path(self) -> Path:
+        return self.root / f"meta_expressions_{self.split}_.json"
+
+    def mask_dict_path(self) -> Path:
+        return self.root / "mask_dict.json"
+
+    def foreground_path(self) -> Path | None:
+        return self.root / "mask_dict_foreground.json"
+
+    def image_dir(self, video: str) -> Path:
+        return self.root / "JPEGImages" / video
+
+    def __init__(self, root, split=None):
+        super().__init__(root, split)
+        meta = self.meta_path()
+        if not meta.is_file():
+            raise DataRootError(f"{self.name} meta file not found: {meta} (is --data-root a {self.name} root and "
+                                f"--split one of its splits?)")
+        self._meta: dict | None = None
+        self._mask_dict: dict | None = None
+        self._fore: dict | None = None
+
+    # -- lazily parsed files ------------------------------------------------------------------
+    @property
+    def meta(self) -> dict:
+        if self._meta is None:
+            data = load_json(self.meta_path(), f"{self.name} meta file")
+            if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
+                raise DatasetError(f"malformed {self.name} meta file {self.meta_path()}: expected {{\"videos\": {{...}}}}")
+            self._meta = data["videos"]
+        return self._meta
+
+    @property
+    def mask_dict(self) -> dict:
+        if self._mask_dict is None:
+            data = load_json(self.mask_dict_path(), f"{self.name} mask_dict")
+            if not isinstance(data, dict):
+                raise DatasetError(f"malformed mask_dict {self.mask_dict_path()}: expected {{anno_id: [RLE, ...]}}")
+            self._mask_dict = data
+        return self._mask_dict
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.mask_dict_path().is_file()
+
+    def _video(self, video: str) -> dict:
+        try:
+            v = self.meta[video]
+        except KeyError:
+            raise DatasetError(f"video {video!r} is not in {self.meta_path()}") from None
+        if not isinstance(v, dict) or "expressions" not in v:
+            raise DatasetError(f"malformed entry for video {video!r} in {self.meta_path()}: no 'expressions'")
+        return v
+
+    def videos(self) -> list[str]:
+        return list(self.meta.keys())
+
+    def frame_names(self, video: str) -> list[str]:
+        v = self._video(video)
+        frames = v.get("frames")
+        if frames is None:
+            return super().frame_names(video)
+        if not isinstance(frames, list):
+            raise DatasetError(f"malformed 'frames' of video {video!r} in {self.meta_path()}")
+        return [str(f) for f in frames]
+
+    def frame_size(self, video: str) -> tuple[int, int]:
+        v = self._video(video)
+        if "height" in v and "width" in v:
+            return int(v["height"]), int(v["width"])
+        # MeViS metas carry no size: take it from the first annotation, else the first frame
+        for e in self.expressions(video):
+            for a in e.anno_ids:
+                for rle in self.mask_dict.get(str(a), []) or []:
+                    if rle:
+                        return int(rle["size"][0]), int(rle["size"][1])
+        return super().frame_size(video)
+
+    def _expr_from_entry(self, video: str, exp_id: str, entry: dict) -> Expression:
+        where = f"{self.meta_path()} [{video}/{exp_id}]"
+        if not isinstance(entry, dict):
+            raise DatasetError(f"malformed expression {where}")
+        obj = entry.get("obj_id", [])
+        anno = entry.get("anno_id", [])
+        obj = obj if isinstance(obj, list) else [obj]
+        anno = anno if isinstance(anno, list) else [anno]
+        type_id = entry.get("type_id")
+        return Expression(video=video, exp_id=str(exp_id), text=str(entry.get("exp", "")), obj_ids=list(obj),
+                          anno_ids=list(anno), type_id=None if type_id is None else int(type_id), extra={})
+
+    def _all_expressions(self) -> list[Expression]:
+        out = []
+        for video in self.videos():
+            exps = self._video(video)["expressions"]
+            if not isinstance(exps, dict):
+                raise DatasetError(f"malformed 'expressions' of video {video!r} in {self.meta_path()}")
+            for exp_id, entry in exps.items():
+                out.append(self._expr_from_entry(video, exp_id, entry))
+        return out
+
+    # -- masks -----------------------------------------------------------------------------
+    def _decode_track(self, anno_id: Any, n_frames: int, shape: tuple[int, int]) -> np.ndarray:
+        track = self.mask_dict.get(str(anno_id))
+        where = f"{self.mask_dict_path()} [anno {anno_id}]"
+        if track is None:
+            raise DatasetError(f"annotation {anno_id} is not in {self.mask_dict_path()}")
+        if not isinstance(track, list) or len(track) < n_frames:
+            raise DatasetError(f"{where}: expected a list of {n_frames} per-frame RLEs, got "
+                               f"{len(track) if isinstance(track, list) else type(track).__name__}")
+        out = np.zeros((n_frames, *shape), dtype=bool)
+        for t in range(n_frames):
+            rle = track[t]
+            if rle:
+                try:
+                    out[t] = rle_decode(rle, shape, where=f"{where} frame {t}")
+                except MaskError as exc:
+                    raise DatasetError(str(exc)) from None
+        return out
+
+    def object_masks(self, expr: Expression) -> dict[Any, np.ndarray]:
+        n = len(self.frame_names(expr.video))
+        shape = self.frame_size(expr.video)
+        keys = expr.obj_ids if len(expr.obj_ids) == len(expr.anno_ids) else expr.anno_ids
+        out: dict[Any, np.ndarray] = {}
+        for key, anno in zip(keys, expr.anno_ids):
+            m = self._decode_track(anno, n, shape)
+            out[key] = out[key] | m if key in out else m
+        return out
+
+    def instance_masks(self, expr: Expression) -> list[np.ndarray]:
+        n = len(self.frame_names(expr.video))
+        shape = self.frame_size(expr.video)
+        return [self._decode_track(a, n, shape) for a in expr.anno_ids]
+
+    @property
+    def has_robustness(self) -> bool:
+        path = self.foreground_path()
+        return path is not None and path.is_file()
+
+    def foreground_masks(self, video: str) -> np.ndarray | None:
+        path = self.foreground_path()
+        if path is None or not path.is_file():
+            return None
+        if self._fore is None:
+            self._fore = load_json(path, "foreground mask file")
+        entry = self._fore.get(video)
+        where = f"{path} [{video}]"
+        if entry is None:
+            raise DatasetError(f"video {video!r} has no entry in {path}")
+        rles = entry.get("masks_rle") if isinstance(entry, dict) else entry
+        n = len(self.frame_names(video))
+        shape = self.frame_size(video)
+        if not isinstance(rles, list) or len(rles) < n:
+            raise DatasetError(f"{where}: expected {n} per-frame RLEs")
+        out = np.zeros((n, *shape), dtype=bool)
+        for t in range(n):
+            if rles[t]:
+                try:
+                    out[t] = rle_decode(rles[t], shape, where=f"{where} frame {t}")
+                except MaskError as exc:
+                    raise DatasetError(str(exc)) from None
+        return out
+
+
+class RevosReader(RevosStyleReader):
+    """ReVOS (reasoning video object segmentation): referring (type 0), reasoning (type 1), type 2."""
+
+    name = "revos"
+    default_split = "valid"
+
+    def __init__(self, root, split=None):
+        super().__init__(root, split)
+        require_dir(self.root / "JPEGImages", "ReVOS JPEGImages folder")

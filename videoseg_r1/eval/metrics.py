@@ -1,0 +1,455 @@
+"""Segmentation metrics, pure and vectorised: J, F (DAVIS 2017), statistics, ReVOS robustness R, gIoU/cIoU.
+
+Every protocol in ``videoseg_r1.eval.protocols`` (and the reward code) imports these; there is one J and
+one F in the project. The numbers equal the official scripts' (davis2017-evaluation ``db_eval_iou`` /
+``db_eval_boundary`` / ``db_statistics``, the ReVOS ``get_r2vos_robustness``, LISA's gIoU/cIoU) to
+floating-point identity, checked against a per-frame reference in ``benchmarks/bench_eval.py``.
+
+Conventions (shapes: T frames, H rows, W columns; masks are bool or anything whose non-zero means
+foreground):
+
+* ``region_similarity(pred, gt)`` = J: |pred ∩ gt| / |pred ∪ gt| per frame, 1 where the union is empty.
+* ``contour_accuracy(pred, gt)`` = F: boundary maps one pixel wide (a pixel is on the boundary when it
+  differs from its right, lower or lower-right neighbour; the last row / column compare with their one
+  remaining neighbour, the bottom-right pixel never is), each boundary dilated by a disk of radius
+  ``ceil(0.008 * image diagonal)`` px, precision / recall of matched boundary pixels, F = 2PR/(P+R).
+  Empty boundaries: none on either side -> F = 1; only one side empty -> F = 0. (A constant mask, all
+  0 or all 1, has an empty boundary.)
+* Both accept (H, W) -> float or (T, H, W) -> float64 array of T values; ``jf`` returns both at once.
+
+How F is fast: masks are bit-packed along W into 64-bit words (64 pixels per word), the boundary map is
+computed with word shifts, and the disk dilation is the union over rows dy in [-r, r] of horizontal
+dilations by half-width floor(sqrt(r^2 - dy^2)), all as whole-array word operations over chunks of
+frames. Counting is a popcount. The integer counts equal the reference's, and the float arithmetic is
+done in the same order, so the results are bitwise the reference's.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+DEFAULT_BOUND_TH = 0.008  # DAVIS: boundary tolerance as a fraction of the image diagonal
+_CHUNK_FRAMES = 16  # frames per block of word operations (keeps the working set in cache)
+
+__all__ = [
+    "DEFAULT_BOUND_TH", "boundary_radius", "disk", "seg2bmap", "region_similarity", "contour_accuracy", "jf",
+    "Stats", "db_statistics", "robustness", "RobustnessMode", "iou_counts", "giou", "ciou",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_bool(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != bool:
+        x = x != 0
+    return x
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
+    pred = _as_bool(pred, "pred")
+    gt = _as_bool(gt, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} does not match ground-truth shape {gt.shape}")
+    if pred.ndim not in (2, 3):
+        raise ValueError(f"masks must be (H, W) or (T, H, W), got shape {pred.shape}")
+    single = pred.ndim == 2
+    if single:
+        pred, gt = pred[None], gt[None]
+    if void is not None:
+        void = _as_bool(void, "void")
+        if void.ndim == 2 and not single:
+            void = np.broadcast_to(void, pred.shape)
+        elif single:
+            void = void.reshape(pred.shape)
+        if void.shape != pred.shape:
+            raise ValueError(f"void mask shape {void.shape} does not match mask shape {pred.shape}")
+    return pred, gt, void, single
+
+
+def boundary_radius(height: int, width: int, bound_th: float = DEFAULT_BOUND_TH) -> int:
+    """Dilation radius in pixels: ``bound_th`` itself if >= 1, else ceil(bound_th * diagonal)."""
+    if bound_th >= 1:
+        if float(bound_th) != int(bound_th):
+            raise ValueError(f"an absolute boundary tolerance must be a whole number of pixels, got {bound_th}")
+        return int(bound_th)
+    return int(np.ceil(bound_th * np.linalg.norm((height, width))))
+
+
+def disk(radius: int) -> np.ndarray:
+    """Disk structuring element, (2r+1, 2r+1) uint8: 1 where dx^2 + dy^2 <= r^2 (skimage's ``disk``)."""
+    grid = np.arange(-radius, radius + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    return (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.uint8)
+
+
+def seg2bmap(seg: np.ndarray) -> np.ndarray:
+    """One-pixel boundary map of a mask, (H, W) or (T, H, W) bool -> same shape bool (DAVIS ``_seg2bmap``).
+
+    Plain numpy (used by tests and as documentation); the metrics use the bit-packed equivalent.
+    """
+    seg = _as_bool(seg, "seg")
+    e = np.zeros_like(seg)
+    s = np.zeros_like(seg)
+    se = np.zeros_like(seg)
+    e[..., :, :-1] = seg[..., :, 1:]
+    s[..., :-1, :] = seg[..., 1:, :]
+    se[..., :-1, :-1] = seg[..., 1:, 1:]
+    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
+    b[..., -1, :] = seg[..., -1, :] ^ e[..., -1, :]
+    b[..., :, -1] = seg[..., :, -1] ^ s[..., :, -1]
+    b[..., -1, -1] = False
+    return b
+
+
+# ----------------------------------------------------------------------------- bit-packed kernels
+# A packed array has shape (T, H, NW) uint64; pixel x of a row is bit (x % 64) of word x // 64.
+# Padding bits beyond W are zero.
+
+
+def _pack(masks: np.ndarray) -> np.ndarray:
+    """(T, H, W) bool -> (T, H, ceil(W/64)) uint64."""
+    t, h, w = masks.shape
+    nbytes = (w + 7) // 8
+    nw = (w + 63) // 64
+    packed = np.packbits(masks, axis=-1, bitorder="little")
+    if nbytes != nw * 8:
+        buf = np.zeros((t, h, nw * 8), dtype=np.uint8)
+        buf[..., :nbytes] = packed
+        packed = buf
+    words = packed.view("<u8")
+    if sys.byteorder != "little":  # pragma: no cover - big-endian hosts
+        words = words.astype(np.uint64)
+    return words
+
+
+def _popcount(words: np.ndarray) -> np.ndarray:
+    """Set bits per frame of a (T, H, NW) packed array -> (T,) int64."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words).sum(axis=(1, 2), dtype=np.int64)
+    # numpy < 2.0: byte lookup table
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)  # pragma: no cover
+    return table[words.view(np.uint8)].sum(axis=(1, 2), dtype=np.int64)  # pragma: no cover
+
+
+def _look_right(a: np.ndarray, k: int) -> np.ndarray:
+    """out[x] = a[x + k] (zero beyond the row)."""
+    q, s = divmod(k, 64)
+    if q:
+        b = np.zeros_like(a)
+        if q < a.shape[-1]:
+            b[..., :-q] = a[..., q:]
+        a = b
+    if s == 0:
+        return a.copy() if not q else a
+    out = a >> np.uint64(s)
+    out[..., :-1] |= a[..., 1:] << np.uint64(64 - s)
+    return out
+
+
+def _look_left(a: np.ndarray, k: int) -> np.ndarray:
+    """out[x] = a[x - k] (zero before the row start)."""
+    q, s = divmod(k, 64)
+    if q:
+        b = np.zeros_like(a)
+        if q < a.shape[-1]:
+            b[..., q:] = a[..., :-q]
+        a = b
+    if s == 0:
+        return a.copy() if not q else a
+    out = a << np.uint64(s)
+    out[..., 1:] |= a[..., :-1] >> np.uint64(64 - s)
+    return out
+
+
+def _packed_boundary(p: np.ndarray, width: int) -> np.ndarray:
+    """Bit-packed ``seg2bmap``: (T, H, NW) -> (T, H, NW)."""
+    e = _look_right(p, 1)
+    s = np.zeros_like(p)
+    s[:, :-1] = p[:, 1:]
+    se = _look_right(s, 1)
+    b = (p ^ e) | (p ^ s)
+    b |= p ^ se
+    b[:, -1] = p[:, -1] ^ e[:, -1]
+    wl, bit = divmod(width - 1, 64)
+    last = np.uint64(1 << bit)
+    col = (p[..., wl] ^ s[..., wl]) & last
+    b[..., wl] = (b[..., wl] & ~last) | col
+    b[:, -1, wl] &= ~last
+    return b
+
+
+def _disk_widths(radius: int) -> list[int]:
+    """Half-width of the disk's row at |dy| = 0..r: floor(sqrt(r^2 - dy^2))."""
+    return [math.isqrt(radius * radius - dy * dy) for dy in range(radius + 1)]
+
+
+def _packed_dilate(b: np.ndarray, radius: int) -> np.ndarray:
+    """Dilate a packed map by ``disk(radius)`` (cv2.dilate semantics: nothing enters from outside)."""
+    widths = _disk_widths(radius)
+    needed = set(widths)
+    t, h, nw = b.shape
+    flat = b.reshape(t * h, nw)
+    # Horizontal dilation of an empty row is empty: work on the rows that hold boundary pixels only
+    # (typically a small fraction), then scatter back.
+    active = np.flatnonzero(flat.any(axis=1))
+    compact = active.size < 0.75 * flat.shape[0]
+    src = flat[active] if compact else flat
+    levels_c: dict[int, np.ndarray] = {0: src}
+    cur = src
+    for k in range(1, max(widths) + 1):
+        cur = cur | _look_left(src, k)
+        cur |= _look_right(src, k)
+        if k in needed:
+            levels_c[k] = cur
+    if not compact:
+        levels = {k: lv.reshape(t, h, nw) for k, lv in levels_c.items()}
+        out = levels[widths[0]].copy()
+        for dy in range(1, min(radius, h - 1) + 1):
+            row = levels[widths[dy]]
+            out[:, :-dy] |= row[:, dy:]  # out[y] |= row[y + dy]
+            out[:, dy:] |= row[:, :-dy]  # out[y] |= row[y - dy]
+        return out
+    out = np.zeros_like(flat)
+    y = active % h
+    for dy in range(-min(radius, h - 1), min(radius, h - 1) + 1):
+        lv = levels_c[widths[abs(dy)]]
+        ok = (y >= dy) & (y < h + dy)  # row y - dy exists: active row y lands on out[y - dy]
+        idx = active[ok] - dy
+        out[idx] |= lv[ok]  # indices are unique, so the fancy read-modify-write is exact
+    return out.reshape(t, h, nw)
+
+
+def _f_from_counts(n_fg: np.ndarray, n_gt: np.ndarray, fg_match: np.ndarray, gt_match: np.ndarray) -> np.ndarray:
+    """DAVIS precision / recall / F from integer counts, elementwise, in the reference's float order."""
+    n_fg = n_fg.astype(np.int64)
+    n_gt = n_gt.astype(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(n_fg > 0, fg_match / n_fg.astype(np.float64), 0.0)
+        recall = np.where(n_gt > 0, gt_match / n_gt.astype(np.float64), 0.0)
+    precision = np.where((n_fg == 0) & (n_gt > 0), 1.0, precision)
+    recall = np.where((n_fg == 0) & (n_gt > 0), 0.0, recall)
+    precision = np.where((n_fg > 0) & (n_gt == 0), 0.0, precision)
+    recall = np.where((n_fg > 0) & (n_gt == 0), 1.0, recall)
+    both_empty = (n_fg == 0) & (n_gt == 0)
+    precision = np.where(both_empty, 1.0, precision)
+    recall = np.where(both_empty, 1.0, recall)
+    denom = precision + recall
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(denom == 0, 0.0, 2 * precision * recall / denom)
+    return f.astype(np.float64)
+
+
+def _jf_chunk(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None, radius: int,
+              want_j: bool, want_f: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    t, h, w = pred.shape
+    p = _pack(pred)
+    g = _pack(gt)
+    j = f = None
+    if void is not None:
+        nv = ~_pack(void)
+        p &= nv
+        g &= nv
+    if want_j:
+        inter = _popcount(p & g)
+        union = _popcount(p | g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            j = inter / union
+        j[np.isclose(union, 0)] = 1
+    if want_f:
+        bp = _packed_boundary(p, w)
+        bg = _packed_boundary(g, w)
+        n_fg = _popcount(bp)
+        n_gt = _popcount(bg)
+        fg_match = np.zeros(t, dtype=np.int64)
+        gt_match = np.zeros(t, dtype=np.int64)
+        both = np.flatnonzero((n_fg > 0) & (n_gt > 0))  # only these frames need the dilation
+        if both.size:
+            sub_p, sub_g = bp[both], bg[both]
+            fg_match[both] = _popcount(sub_p & _packed_dilate(sub_g, radius))
+            gt_match[both] = _popcount(sub_g & _packed_dilate(sub_p, radius))
+        f = _f_from_counts(n_fg, n_gt, fg_match, gt_match)
+    return j, f
+
+
+def _jf_impl(pred, gt, void, bound_th, want_j, want_f):
+    pred, gt, void, single = _check_pair(pred, gt, void)
+    t, h, w = pred.shape
+    radius = boundary_radius(h, w, bound_th)
+    js, fs = [], []
+    for s in range(0, t, _CHUNK_FRAMES):
+        sl = slice(s, s + _CHUNK_FRAMES)
+        j, f = _jf_chunk(pred[sl], gt[sl], None if void is None else void[sl], radius, want_j, want_f)
+        js.append(j)
+        fs.append(f)
+    j = np.concatenate(js) if want_j and js else (np.zeros(0) if want_j else None)
+    f = np.concatenate(fs) if want_f and fs else (np.zeros(0) if want_f else None)
+    if single:
+        j = None if j is None else float(j[0])
+        f = None if f is None else float(f[0])
+    return j, f
+
+
+# ----------------------------------------------------------------------------- public J / F
+
+
+def region_similarity(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None):
+    """J (mask IoU): (H, W) -> float, (T, H, W) -> (T,) float64. Empty union -> 1.
+
+    ``void`` (same shape, or (H, W) for all frames): pixels excluded from both masks (DAVIS 255).
+    """
+    return _jf_impl(pred, gt, void, DEFAULT_BOUND_TH, True, False)[0]
+
+
+def contour_accuracy(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None,
+                     bound_th: float = DEFAULT_BOUND_TH):
+    """F (DAVIS boundary F-measure): (H, W) -> float, (T, H, W) -> (T,) float64.
+
+    ``bound_th`` < 1 is a fraction of the diagonal (radius = ceil(bound_th * diag)), >= 1 pixels.
+    """
+    return _jf_impl(pred, gt, void, bound_th, False, True)[1]
+
+
+def jf(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None, bound_th: float = DEFAULT_BOUND_TH):
+    """(J, F) together, packing each mask once: (T, H, W) -> ((T,), (T,)); (H, W) -> (float, float)."""
+    return _jf_impl(pred, gt, void, bound_th, True, True)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class Stats:
+    """DAVIS per-object statistics of per-frame values: mean, recall (fraction > 0.5), decay."""
+
+    mean: float
+    recall: float
+    decay: float
+
+
+def decay_bins(num_frames: int, n_bins: int = 4) -> list[tuple[int, int]]:
+    """DAVIS decay bins as (start, stop) slices: ids = round(linspace(1, T, 5) + 1e-10) - 1, bin i is
+    values[ids[i] : ids[i+1] + 1] (neighbouring bins share an end frame). 64-bit indices, so videos
+    longer than 255 frames are binned correctly (the reference casts to uint8 and wraps)."""
+    ids = (np.round(np.linspace(1, num_frames, n_bins + 1) + 1e-10) - 1).astype(np.int64)
+    return [(int(ids[i]), int(ids[i + 1]) + 1) for i in range(n_bins)]
+
+
+def db_statistics(per_frame_values: Sequence[float] | np.ndarray) -> Stats:
+    """Mean, recall (> 0.5) and decay (mean of the first quarter minus mean of the last) of per-frame
+    values, NaNs ignored, as ``davis2017.utils.db_statistics``."""
+    v = np.asarray(per_frame_values, dtype=np.float64)
+    if v.size == 0:
+        return Stats(float("nan"), float("nan"), float("nan"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        mean = np.nanmean(v)
+        recall = np.nanmean(v > 0.5)
+        bins = [v[a:b] for a, b in decay_bins(len(v))]
+        decay = np.nanmean(bins[0]) - np.nanmean(bins[3])
+    return Stats(float(mean), float(recall), float(decay))
+
+
+# ----------------------------------------------------------------------------- ReVOS robustness
+
+RobustnessMode = Literal["parity", "corrected"]
+
+
+def robustness(pred: np.ndarray, gt_instances: Sequence[np.ndarray] | np.ndarray, foreground: np.ndarray,
+               mode: RobustnessMode = "parity", pred_value: int = 1) -> np.ndarray:
+    """ReVOS robustness per frame: max(0, 1 - false-positive pixels / annotated foreground pixels).
+
+    pred: (T, H, W) bool. gt_instances: the expression's target masks, a sequence of (T, H, W) bool,
+    one per listed annotation (repeats count, as in the reference). foreground: (T, H, W) bool/int, all
+    annotated objects of the video (``mask_dict_foreground.json``). Returns (T,) float64.
+
+    ``mode="parity"`` (default) reproduces the reference ReVOS script bit for bit: it adds the targets'
+    masks into a uint8 map, so a pixel covered by k >= 2 targets holds k, and computes the false
+    positives as sum(uint8(1 - gt) * pred) in uint8. A correctly predicted pixel covered by two
+    targets then counts as 255 false positives (1 - 2 wraps to 255). The prediction enters with its
+    pixel value; ``pred_value`` is that value for foreground (1 for 0/1 masks; a 0/255 PNG read by the
+    reference with cv2 gives 255, which multiplies every false positive by 255). The denominator is
+    ``foreground.sum() + 1e-6``.
+
+    ``mode="corrected"``: false positives = |pred \\ union(targets)|, exact division; a frame with no
+    annotated foreground scores 1 if nothing is predicted, else 0. Equal to parity whenever the
+    targets do not overlap and ``pred_value`` is 1 (up to the 1e-6).
+    """
+    pred = _as_bool(pred, "pred")
+    fg = np.asarray(foreground)
+    if pred.ndim != 3 or fg.shape != pred.shape:
+        raise ValueError(f"robustness needs (T, H, W) masks of one shape, got {pred.shape} and {fg.shape}")
+    inst = [_as_bool(m, "gt") for m in (gt_instances if not isinstance(gt_instances, np.ndarray) or
+                                         gt_instances.ndim == 4 else [gt_instances])]
+    for m in inst:
+        if m.shape != pred.shape:
+            raise ValueError(f"target mask shape {m.shape} does not match prediction shape {pred.shape}")
+    pos = (fg != 0).sum(axis=(1, 2), dtype=np.int64) if fg.dtype == bool else fg.astype(np.int64).sum(axis=(1, 2))
+    if mode == "corrected":
+        union = np.zeros(pred.shape, dtype=bool)
+        for m in inst:
+            union |= m
+        neg = (pred & ~union).sum(axis=(1, 2), dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(pos > 0, 1.0 - neg / np.maximum(pos, 1).astype(np.float64), np.where(neg == 0, 1.0, 0.0))
+        return np.maximum(r, 0.0)
+    if mode != "parity":
+        raise ValueError(f"unknown robustness mode {mode!r} (parity or corrected)")
+    count = np.zeros(pred.shape, dtype=np.uint8)
+    for m in inst:
+        count += m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8)
+    v = np.uint8(pred_value & 0xFF)
+    if len(inst) <= 1 or count.max(initial=0) <= 1:
+        # no overlap: (1 - gt) is 1 off-target and 0 on it, so the product is v on false positives
+        neg = (pred & (count == 0)).sum(axis=(1, 2), dtype=np.int64) * np.int64(v)
+    else:
+        prod = (np.uint8(1) - count) * (pred.view(np.uint8) * v)
+        neg = prod.sum(axis=(1, 2), dtype=np.uint64).astype(np.int64)
+    r = 1 - neg.astype(np.float64) / (pos.astype(np.float64) + 1e-6)
+    return np.maximum(r, 0.0)
+
+
+# ----------------------------------------------------------------------------- image metrics
+
+
+def iou_counts(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> tuple[int, int]:
+    """(intersection, union) pixel counts of one image's foreground, (H, W); ``ignore`` pixels
+    (ReasonSeg's 255 regions) are excluded from both, as LISA's ``intersectionAndUnionGPU``."""
+    pred = _as_bool(pred, "pred")
+    gt = _as_bool(gt, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} does not match ground-truth shape {gt.shape}")
+    if ignore is not None:
+        keep = ~_as_bool(ignore, "ignore")
+        pred = pred & keep
+        gt = gt & keep
+    inter = int(np.count_nonzero(pred & gt))
+    union = int(np.count_nonzero(pred | gt))
+    return inter, union
+
+
+def giou(intersections: Iterable[int], unions: Iterable[int], eps: float = 1e-5) -> float:
+    """gIoU: mean over images of inter / (union + eps), an image with an empty union scoring 1
+    (LISA's convention, including its eps = 1e-5; pass eps=0 for the plain ratio)."""
+    i = np.asarray(list(intersections), dtype=np.float64)
+    u = np.asarray(list(unions), dtype=np.float64)
+    if i.size == 0:
+        return float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = np.where(u == 0, 1.0, i / (u + eps))
+    return float(per.mean())
+
+
+def ciou(intersections: Iterable[int], unions: Iterable[int], eps: float = 1e-10) -> float:
+    """cIoU: total intersection / (total union + eps) over all images (LISA's eps = 1e-10)."""
+    i = float(np.sum(np.asarray(list(intersections), dtype=np.float64)))
+    u = float(np.sum(np.asarray(list(unions), dtype=np.float64)))
+    return i / (u + eps)
