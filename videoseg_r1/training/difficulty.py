@@ -196,9 +196,9 @@ def heuristic_difficulty(object_masks: Mapping[Any, np.ndarray], query: str, rea
 
 def load_difficulty_template() -> str:
     """The rater prompt (``videoseg_r1/reasoning/templates/difficulty.txt``; ``{query}`` placeholder)."""
-    from importlib import resources
+    from videoseg_r1.reasoning.reasoner import load_template
 
-    return (resources.files("videoseg_r1.reasoning") / "templates" / "difficulty.txt").read_text()
+    return load_template("difficulty")
 
 
 @dataclass
@@ -213,11 +213,11 @@ class RaterResult:
 class MLLMRater:
     """The paper's offline difficulty rater: frames + query -> five ratings -> D.
 
-    ``generate`` is any callable ``(frames: list[PIL.Image], prompt: str, num_samples: int) ->
-    list[str]``; :meth:`from_reasoner` adapts ``videoseg_r1.reasoning.reasoner.Reasoner``.
-    ``num_samples`` answers are drawn; the valid ones are averaged per criterion (an MLLM's single
-    answer is noisy). No valid answer -> ``difficulty`` None (the caller falls back to the
-    heuristic and records that).
+    ``generate`` is any callable ``(frames, prompt, num_samples, timestamps_s) -> list[str]``;
+    :meth:`from_reasoner` adapts ``videoseg_r1.reasoning.reasoner.Reasoner`` (the frames are shown
+    as one video with their timestamps, as HTFS shows them). ``num_samples`` answers are drawn and
+    the valid ones averaged per criterion (one MLLM answer is noisy). No valid answer ->
+    ``difficulty`` None (the caller falls back to the heuristic and records that).
     """
 
     def __init__(self, generate, num_samples: int = 1, template: str | None = None):
@@ -226,34 +226,31 @@ class MLLMRater:
         self.template = template if template is not None else load_difficulty_template()
 
     @classmethod
-    def from_reasoner(cls, reasoner, num_samples: int = 1, max_new_tokens: int = 256, **kw) -> "MLLMRater":
-        """Wrap a ``Reasoner``: its ``generate(frames, prompt, ...)`` returns text samples."""
+    def from_reasoner(cls, reasoner, num_samples: int = 1, max_new_tokens: int = 256,
+                      frame_size: int | None = None, **kw) -> "MLLMRater":
+        """Wrap a ``Reasoner`` (or ``ScriptedReasoner``); sampling when ``num_samples`` > 1."""
 
-        def generate(frames, prompt, n):
-            return _reasoner_generate(reasoner, frames, prompt, n, max_new_tokens)
+        def generate(frames, prompt, n, timestamps_s=None):
+            size_hw = (frame_size, frame_size) if frame_size else None
+            out = reasoner.generate(prompt, list(frames), as_video=True, timestamps_s=timestamps_s,
+                                    frame_size_hw=size_hw, num_samples=n, do_sample=n > 1,
+                                    max_new_tokens=max_new_tokens)
+            return list(out.texts)
 
         return cls(generate, num_samples=num_samples, **kw)
 
     def prompt(self, query: str) -> str:
-        return self.template.replace("{query}", str(query))
+        from videoseg_r1.reasoning.reasoner import render_template
 
-    def rate(self, frames: Sequence[Any], query: str) -> RaterResult:
-        texts = list(self.generate(list(frames), self.prompt(query), self.num_samples))
+        return render_template(self.template, query=str(query))
+
+    def rate(self, frames: Sequence[Any], query: str, timestamps_s: Sequence[float] | None = None) -> RaterResult:
+        texts = list(self.generate(list(frames), self.prompt(query), self.num_samples, timestamps_s))
         parsed = [r for r in (parse_ratings(t) for t in texts) if r is not None]
         if not parsed:
             return RaterResult(None, None, texts)
         ratings = {name: float(np.mean([p[name] for p in parsed])) for name in DIFFICULTY_CRITERIA}
         return RaterResult(difficulty_from_ratings(ratings), ratings, texts)
-
-
-def _reasoner_generate(reasoner, frames, prompt: str, n: int, max_new_tokens: int) -> list[str]:
-    """Call the project's Reasoner for free-form text on frames (adapts to its generate signature)."""
-    out = reasoner.generate(frames, prompt, num_samples=n, max_new_tokens=max_new_tokens,
-                            do_sample=n > 1)
-    texts = getattr(out, "texts", out)
-    if isinstance(texts, str):
-        texts = [texts]
-    return [getattr(t, "text", t) for t in texts]
 
 
 # ============================================================================ cache
@@ -333,9 +330,11 @@ def expression_difficulty(
     cache: DifficultyCache | None = None,
     rater: MLLMRater | None = None,
     frames_for_rater=None,
+    object_masks: Mapping[Any, np.ndarray] | None = None,
 ) -> DifficultyRecord:
     """D of one expression, by priority: cache, the sample's own D (synthetic), the MLLM rater,
-    the heuristic. ``frames_for_rater()`` returns the frames the rater sees (only called if used).
+    the heuristic. ``frames_for_rater()`` returns ``(frames, timestamps_s)`` the rater sees (only
+    called when the rater is used).
     """
     key = sample_key(benchmark, expr.video, expr.exp_id)
     if cache is not None and key in cache:
@@ -346,12 +345,13 @@ def expression_difficulty(
     else:
         record = None
         if rater is not None:
-            result = rater.rate(frames_for_rater() if frames_for_rater else [], expr.text)
+            frames, timestamps = frames_for_rater() if frames_for_rater else ([], None)
+            result = rater.rate(frames, expr.text, timestamps)
             if result.difficulty is not None:
                 record = DifficultyRecord(result.difficulty, "mllm", result.ratings, result.raw)
         if record is None:
             ratings = heuristic_ratings(
-                annotation_features(reader.object_masks(expr), expr.text, getattr(expr, "type_id", 0) == 1)
+                annotation_features(object_masks if object_masks is not None else reader.object_masks(expr), expr.text, getattr(expr, "type_id", 0) == 1)
             )
             source = "heuristic" if rater is None else "heuristic_fallback"
             record = DifficultyRecord(difficulty_from_ratings(ratings), source, ratings)

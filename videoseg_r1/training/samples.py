@@ -9,7 +9,8 @@ Ref-YouTube-VOS, Ref-DAVIS17 or the synthetic benchmark) this module
    segment around the target frame (the synthetic benchmark's own ``key_interval`` when it has one,
    else the visible run around the target, at most δ·T long), ``num_key_frames`` frames inside it
    and ``num_reference_frames`` frames spread over the rest of the video; the images are the context
-   frames in time order followed by the target frame (as ``templates/reasoning.txt`` says);
+   frames in time order followed by the target frame, each after its timestamp, at the sizes and
+   with the prompt text the inference step (``reasoning.reason``) uses;
 3. builds the **ground truth per object** on the target frame resized to the model input
    (``model_input_size``, 840x840 by default, aspect ratio not kept): box = tight inclusive bounds of
    the mask, point = the mask pixel farthest from the mask border (Euclidean distance transform),
@@ -32,11 +33,15 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from videoseg_r1.config import HTFS_DELTA, HTFS_NUM_REFERENCE_FRAMES, MODEL_INPUT_SIZE
+from videoseg_r1.config import (
+    HTFS_DELTA,
+    HTFS_NUM_REFERENCE_FRAMES,
+    MODEL_INPUT_SIZE,
+    REASONING_CONTEXT_FRAME_SIZE,
+)
 
 # ---------------------------------------------------------------- defaults (ours; paper silent)
 SAMPLE_NUM_KEY_FRAMES = 4  # key-segment frames shown besides the target frame
-SAMPLE_CONTEXT_FRAME_SIZE = 448  # context frames are shown smaller than the target frame (tokens)
 SAMPLE_MIN_AREA_PX = 16  # a target counts as visible on a frame with at least this many pixels
 NEG_POINT_MIN_L1_PX = 5  # negative-point target: 5..20 px (taxicab) outside every target mask,
 NEG_POINT_MAX_L1_PX = 20  # well inside the reward's (0, 40] window
@@ -44,7 +49,7 @@ TARGET_FRAME_RULES = ("largest", "random", "middle", "first", "given")
 
 #: Columns of the dataset, in order, with their meaning.
 COLUMNS = {
-    "prompt": "conversational prompt [{'role': 'user', 'content': text}] (TRL inserts image slots)",
+    "prompt": "conversational prompt: one user message, 'Frame at t s:' + image slot per image, then the text",
     "images": "PIL images: context frames in time order, then the target frame (model input size)",
     "solution": 'JSON list [{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}] in model-input pixels',
     "neg_points": "JSON list of [x, y] (or null) per object: negative-point targets for SFT answers",
@@ -67,11 +72,11 @@ class SampleConfig:
     """How samples are built (see the module docstring)."""
 
     model_input_size: int = MODEL_INPUT_SIZE
-    context_frame_size: int = SAMPLE_CONTEXT_FRAME_SIZE
+    context_frame_size: int = REASONING_CONTEXT_FRAME_SIZE  # as at inference
     num_key_frames: int = SAMPLE_NUM_KEY_FRAMES
     num_reference_frames: int = HTFS_NUM_REFERENCE_FRAMES
     key_segment_fraction: float = HTFS_DELTA
-    target_frame_rule: str = "largest"
+    target_frame_rule: str = "given"
     min_area_px: int = SAMPLE_MIN_AREA_PX
     neg_point_min_l1_px: int = NEG_POINT_MIN_L1_PX
     neg_point_max_l1_px: int = NEG_POINT_MAX_L1_PX
@@ -118,8 +123,9 @@ def mask_box_xyxy(mask: np.ndarray) -> list[int] | None:
 def mask_centre_point(mask: np.ndarray) -> list[int] | None:
     """The mask pixel farthest from the mask border (Euclidean distance transform), as ``[x, y]``.
 
-    The frame edge counts as border (the mask is padded with background). Ties go to the first pixel
-    in row-major order. None if the mask is empty.
+    The frame edge counts as border (the mask is padded with background). Among tied pixels (the
+    ridge of an elongated shape) the one nearest to their mean is taken, so a rectangle gets its
+    middle. None if the mask is empty.
 
     >>> m = np.zeros((7, 9), bool); m[1:6, 1:8] = True
     >>> mask_centre_point(m)
@@ -131,8 +137,9 @@ def mask_centre_point(mask: np.ndarray) -> list[int] | None:
     if not mask.any():
         return None
     dist = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return [int(x), int(y)]
+    ys, xs = np.nonzero(dist >= dist.max() - 1e-9)
+    k = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
+    return [int(xs[k]), int(ys[k])]
 
 
 def negative_point_target(
@@ -228,9 +235,10 @@ def choose_target_frame(object_masks: Mapping[Any, np.ndarray], config: SampleCo
     """Target frame index by ``config.target_frame_rule`` among frames where targets are visible.
 
     Frames where all targets are visible are preferred over frames where only some are; None when
-    no target is visible anywhere. Rules: ``largest`` (largest union area: the clearest view, the
-    default), ``random`` (seeded), ``middle`` (median candidate), ``first``, ``given`` (the
-    benchmark's own ``target_frame`` when it is a candidate, else ``largest``).
+    no target is visible anywhere. Rules: ``given`` (the default: the benchmark's own
+    ``target_frame`` — the synthetic benchmark has one — when it is a candidate, else ``largest``),
+    ``largest`` (largest union area: the clearest view), ``random`` (seeded), ``middle`` (median
+    candidate), ``first``.
     """
     all_vis, any_vis, area = visible_frames(object_masks, config.min_area_px)
     candidates = np.nonzero(all_vis)[0]
@@ -292,42 +300,37 @@ def context_frame_indices(num_frames: int, key_segment: tuple[int, int], target:
 
 
 def reasoning_prompt_text(query: str, width: int, height: int) -> str:
-    """The reasoning prompt text for ``query`` on a ``width`` x ``height`` target frame.
+    """The reasoning prompt text exactly as the inference step renders it (``reasoning.reason``)."""
+    from videoseg_r1.reasoning.reason import ANSWER_EXAMPLE
+    from videoseg_r1.reasoning.reasoner import render_template
 
-    Uses the reasoner's own prompt builder when available so training and inference see the same
-    words; otherwise renders ``templates/reasoning.txt`` directly.
+    return render_template("reasoning", query=query, width=width, height=height, answer_example=ANSWER_EXAMPLE)
+
+
+def build_prompt(query: str, width: int, height: int, timestamps_s: Sequence[float]) -> list[dict[str, Any]]:
+    """TRL conversational prompt laid out like ``Reasoner.build_messages`` with separate images.
+
+    Each image slot ``{"type": "image"}`` is preceded by ``"Frame at <t> s:"``; TRL fills the slots,
+    in order, from the ``images`` column (context frames, then the target frame).
     """
-    try:
-        from videoseg_r1.reasoning import reasoner as _reasoner
-
-        builder = getattr(_reasoner, "build_reasoning_prompt", None)
-        if builder is not None:
-            return builder(query, width=width, height=height)
-    except ImportError:
-        pass
-    from importlib import resources
-
-    template = (resources.files("videoseg_r1.reasoning") / "templates" / "reasoning.txt").read_text()
-    example = json.dumps([{"bbox_2d": [10, 100, 200, 210], "point_2d": [30, 110], "neg_point_2d": [5, 95]}])
-    return (template.replace("{query}", str(query)).replace("{width}", str(width))
-            .replace("{height}", str(height)).replace("{answer_example}", example)).strip()
-
-
-def build_prompt(query: str, width: int, height: int) -> list[dict[str, Any]]:
-    """TRL conversational prompt (image slots are inserted by TRL from the ``images`` column)."""
-    return [{"role": "user", "content": reasoning_prompt_text(query, width, height)}]
+    content: list[dict[str, Any]] = []
+    for t in timestamps_s:
+        content.append({"type": "text", "text": f"Frame at {float(t):.2f} s:"})
+        content.append({"type": "image", "text": None})
+    content.append({"type": "text", "text": reasoning_prompt_text(query, width, height)})
+    return [{"role": "user", "content": content}]
 
 
 # ============================================================================ samples
 
 
 def _to_pil(frame: np.ndarray, size: int):
+    """Square-resize exactly as the inference step does (``reasoning.reason``), as a PIL image."""
     from PIL import Image
 
-    img = Image.fromarray(np.asarray(frame, dtype=np.uint8))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC)
-    return img
+    from videoseg_r1.reasoning.reason import _resize_square
+
+    return Image.fromarray(np.ascontiguousarray(_resize_square(np.asarray(frame, dtype=np.uint8), size)))
 
 
 def _load_difficulty_cache(path: str | None):
@@ -340,18 +343,13 @@ def _load_difficulty_cache(path: str | None):
     return DifficultyCache(path)
 
 
-def _difficulty(expr, benchmark: str, object_masks, cache) -> tuple[float, str]:
-    from videoseg_r1.training.difficulty import heuristic_ratings, annotation_features, difficulty_from_ratings, sample_key
+def _difficulty(reader, expr, benchmark: str, object_masks, cache) -> tuple[float, str]:
+    """D by priority: the cache file, the sample's own D (synthetic), the annotation heuristic."""
+    from videoseg_r1.training.difficulty import expression_difficulty, sample_key
 
-    if cache is not None:
-        key = sample_key(benchmark, expr.video, expr.exp_id)
-        if key in cache:
-            return float(cache.records[key].difficulty), f"cache:{cache.records[key].source}"
-    extra = getattr(expr, "extra", None) or {}
-    if extra.get("difficulty") is not None:
-        return float(extra["difficulty"]), "synthetic"
-    feats = annotation_features(object_masks, expr.text, getattr(expr, "type_id", 0) == 1)
-    return difficulty_from_ratings(heuristic_ratings(feats)), "heuristic"
+    cached = cache is not None and sample_key(benchmark, expr.video, expr.exp_id) in cache
+    record = expression_difficulty(reader, expr, benchmark, cache=cache, object_masks=object_masks)
+    return float(record.difficulty), (f"cache:{record.source}" if cached else record.source)
 
 
 @dataclass
@@ -381,7 +379,7 @@ def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, r
     if not any_vis.any():
         report.skip("targets never visible")
         return []
-    difficulty, source = _difficulty(expr, benchmark, object_masks, cache)
+    difficulty, source = _difficulty(reader, expr, benchmark, object_masks, cache)
     extra = getattr(expr, "extra", None) or {}
     size = config.model_input_size
     out = []
@@ -407,12 +405,14 @@ def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, r
             continue
         if video is None:
             video = reader.open_video(expr.video)
-        frames = video.get_frames(context + [target])
+        shown = context + [target]
+        frames = video.get_frames(shown)
         images = [_to_pil(f, config.context_frame_size) for f in frames[:-1]] + [_to_pil(frames[-1], size)]
+        timestamps = video.timestamps()
         from videoseg_r1.masks import rle_encode
 
         sample = {
-            "prompt": build_prompt(expr.text, size, size),
+            "prompt": build_prompt(expr.text, size, size, [float(timestamps[i]) for i in shown]),
             "images": images,
             "solution": solution_json(targets),
             "neg_points": json.dumps([t.neg_point_xy for t in targets]),
@@ -454,7 +454,8 @@ def dataset_features():
     """``datasets.Features`` of the sample dataset (images as a list of ``Image``)."""
     from datasets import Features, Image, List, Value
 
-    message = {"role": Value("string"), "content": Value("string")}
+    part = {"type": Value("string"), "text": Value("string")}
+    message = {"role": Value("string"), "content": List(part)}
     return Features({
         "prompt": List(message),
         "images": List(Image()),

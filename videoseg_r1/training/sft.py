@@ -1,0 +1,109 @@
+"""The SFT baseline of the paper's SFT-vs-RL ablation, on TRL's ``SFTTrainer``.
+
+Same samples as GRPO (``training.samples``); the target completion is built from the ground truth:
+a one-sentence ``<think>`` and the answer JSON with box, centre point and negative point per
+object, i.e. exactly the format the rewards score. Loss on the completion tokens only. The final
+model goes to ``<output_dir>/final`` (LoRA merged), a folder ``Reasoner.from_pretrained`` loads.
+Launch like GRPO (``videoseg-r1 train sft``; ``accelerate launch`` for several GPUs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from videoseg_r1.config import GRPO_WEIGHT_DECAY
+from videoseg_r1.training.grpo import FINAL_DIR, LOG_FILE, export_final, jsonl_log_callback, resolve_resume
+from videoseg_r1.training.job import SFT_LR, TrainJobConfig, derive_grad_accum, load_policy, world_size
+
+SFT_PER_DEVICE_BATCH = 1  # ours: frames make each sample long
+SFT_KEEP_COLUMNS = ("prompt", "completion", "images")
+
+
+def sft_answer_text(query: str, solution: str, neg_points: str | None = None) -> str:
+    """The SFT target ``<think>…</think><answer>JSON</answer>`` for one sample.
+
+    >>> sft_answer_text("the dog", '[{"bbox_2d": [1, 2, 30, 40], "point_2d": [10, 20]}]', '[[0, 2]]')
+    '<think>The query "the dog" refers to 1 object in the target frame.</think><answer>[{"bbox_2d": [1, 2, 30, 40], "point_2d": [10, 20], "neg_point_2d": [0, 2]}]</answer>'
+    """
+    items = json.loads(solution)
+    negs = json.loads(neg_points) if neg_points else [None] * len(items)
+    for item, neg in zip(items, negs):
+        if neg is not None:
+            item["neg_point_2d"] = neg
+    n = len(items)
+    think = f'The query "{query}" refers to {n} object{"s" if n != 1 else ""} in the target frame.'
+    return f"<think>{think}</think><answer>{json.dumps(items)}</answer>"
+
+
+def to_sft_dataset(samples):
+    """Add the ``completion`` column (conversational) and keep only what ``SFTTrainer`` needs."""
+
+    def add(row):
+        text = sft_answer_text(row["query"], row["solution"], row.get("neg_points"))
+        return {"completion": [{"role": "assistant", "content": text}]}
+
+    ds = samples.map(add)
+    return ds.remove_columns([c for c in ds.column_names if c not in SFT_KEEP_COLUMNS])
+
+
+def sft_defaults(cfg: TrainJobConfig, cuda: bool) -> dict[str, Any]:
+    per_device = int(cfg.trainer.get("per_device_train_batch_size", SFT_PER_DEVICE_BATCH))
+    out = dict(
+        learning_rate=SFT_LR,
+        weight_decay=GRPO_WEIGHT_DECAY,
+        per_device_train_batch_size=per_device,
+        bf16=cuda,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=1,
+        save_steps=100,
+        save_total_limit=3,
+        num_train_epochs=1,
+        report_to="none",
+        remove_unused_columns=False,
+        max_length=None,  # never truncate: cutting image tokens breaks the vision input
+        completion_only_loss=True,
+        seed=cfg.data.samples.seed,
+    )
+    if "gradient_accumulation_steps" not in cfg.trainer:
+        out["gradient_accumulation_steps"] = derive_grad_accum(cfg.prompts_per_step, per_device, world_size())
+    return out
+
+
+def build_sft_config(cfg: TrainJobConfig, output_dir: str | Path):
+    import dataclasses
+
+    import torch
+    from trl import SFTConfig
+
+    kwargs = sft_defaults(cfg, torch.cuda.is_available())
+    kwargs.update(cfg.trainer)
+    known = {f.name for f in dataclasses.fields(SFTConfig)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(f"trainer option(s) {unknown} are not SFTConfig fields")
+    return SFTConfig(output_dir=str(output_dir), **kwargs)
+
+
+def run_sft(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: str | bool | None = None,
+            save_final: bool = True):
+    """Supervised fine-tuning on GT answers; returns the ``SFTTrainer``."""
+    from trl import SFTTrainer
+
+    output_dir = Path(output_dir)
+    args = build_sft_config(cfg, output_dir)
+    model, processor = load_policy(cfg)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_sft_dataset(train_dataset),
+        processing_class=processor,
+        peft_config=cfg.lora.peft_config(),
+        callbacks=[jsonl_log_callback(output_dir / LOG_FILE)],
+    )
+    trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
+    if save_final:
+        export_final(trainer, processor, output_dir / FINAL_DIR)
+    return trainer
