@@ -145,6 +145,18 @@ def test_revos_layout_read_back_with_json_and_pycocotools(tiny):
     assert len(set(all_annos)) == len(all_annos) == len(mask_dict)
 
 
+def test_batched_rle_equals_masks_rle_encode():
+    from videoseg_r1.masks import rle_encode
+
+    v = S.generate_video(2, "valid", 0, frames=6, size=(64, 48))
+    rec = S._video_record(v)
+    for o in v.objects:
+        for t in range(v.num_frames):
+            m = v.label_maps[t] == o.obj_id
+            assert rec["rles"][o.obj_id][t] == (rle_encode(m) if m.any() else None)
+    assert rec["foreground"] == [rle_encode(v.label_maps[t] > 0) for t in range(v.num_frames)]
+
+
 # ----------------------------------------------------------------------------- labels are right
 
 

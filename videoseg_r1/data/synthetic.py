@@ -59,7 +59,10 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from videoseg_r1.masks import rle_encode
+
+__all__ = ["generate", "generate_video", "SyntheticVideo", "SyntheticObject", "SyntheticExpression", "QueryTemplate",
+           "TEMPLATES", "OOD_ONLY_TEMPLATES", "HELD_OUT_COMBOS", "SHAPES", "COLORS_RGB", "MOTION_KINDS", "SPLITS",
+           "split_counts", "video_name", "is_synthetic_output", "rle_encode_frames", "write_overlays"]
 
 # ----------------------------------------------------------------------------- constants
 
@@ -396,8 +399,19 @@ def _background(rng: np.random.Generator, size_wh: tuple[int, int], num_frames: 
     return texture, np.clip(np.round(off), 0, pan).astype(np.int64)
 
 
+def _noise_bank(rng: np.random.Generator, size_wh: tuple[int, int], count: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-frame grey noise as (plus, minus) uint8 (H, W, 3) pairs for saturating cv2 add/subtract."""
+    W, H = size_wh
+    bank = []
+    for _ in range(count):
+        n = np.round(rng.normal(0.0, NOISE_STD, (H, W, 1))).astype(np.int16)
+        n = np.repeat(n, 3, axis=2)
+        bank.append((np.clip(n, 0, 255).astype(np.uint8), np.clip(-n, 0, 255).astype(np.uint8)))
+    return bank
+
+
 def _render(objects: list[SyntheticObject], centers_xy: np.ndarray, texture: np.ndarray, offsets: np.ndarray,
-            noise: np.ndarray, size_wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            noise: list[tuple[np.ndarray, np.ndarray]], size_wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rasterise with cv2 (sub-pixel polygons, z-order): frames (T,H,W,3), label maps (T,H,W),
     unoccluded in-frame area per object (K, T)."""
     W, H = size_wh
@@ -425,16 +439,16 @@ def _render(objects: list[SyntheticObject], centers_xy: np.ndarray, texture: np.
             cv2.fillPoly(scratch, pts, 1, cv2.LINE_8, shift)
             in_frame_area[k, t] = cv2.countNonZero(scratch)
             scratch[:] = 0
-        noisy = canvas.astype(np.int16) + noise[t % len(noise)]
-        frames[t] = np.clip(noisy, 0, 255).astype(np.uint8)
+        plus, minus = noise[t % len(noise)]
+        cv2.subtract(cv2.add(canvas, plus, dst=canvas), minus, dst=frames[t])
     return frames, labels, in_frame_area
 
 
 def _visible_area(labels: np.ndarray, num_objects: int) -> np.ndarray:
     """(K, T) visible pixel count per object from the label maps (one bincount per frame)."""
-    T = labels.shape[0]
-    counts = np.stack([np.bincount(labels[t].ravel(), minlength=num_objects + 1) for t in range(T)], 1)
-    return counts[1:num_objects + 1].astype(np.int64)
+    bins = num_objects + 1
+    counts = np.stack([cv2.calcHist([lab], [0], None, [bins], [0, bins]).ravel() for lab in labels], 1)
+    return np.rint(counts[1:]).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- facts
@@ -1050,7 +1064,7 @@ def generate_video(seed: int, split: str = "train", index: int = 0, frames: int 
         for k, obj in enumerate(objects):
             centers[k], obj.events = _simulate_motion(obj.motion, rng, obj.extent_xy, (W, H), frames)
         texture, offsets = _background(rng, (W, H), frames)
-        noise = np.round(rng.normal(0.0, NOISE_STD, (3, H, W, 1))).astype(np.int16)
+        noise = _noise_bank(rng, (W, H))
         rgb, labels, in_frame_px = _render(objects, centers, texture, offsets, noise, (W, H))
         visible_px = _visible_area(labels, len(objects))
         facts = _Facts(objects, centers, visible_px, in_frame_px, (W, H))
@@ -1111,21 +1125,27 @@ def _write_jpeg(path: Path, frame_rgb: np.ndarray) -> None:
     path.write_bytes(buf.tobytes())
 
 
+def rle_encode_frames(masks_hwt: np.ndarray) -> list[dict]:
+    """Encode a (H, W, T) Fortran-ordered bool/uint8 stack in one pycocotools call; each entry is
+    exactly what ``masks.rle_encode`` gives for that frame (``{"size": [H, W], "counts": str}``)."""
+    from pycocotools import mask as mask_utils
+
+    arr = np.asfortranarray(masks_hwt).view(np.uint8) if masks_hwt.dtype == bool else np.asfortranarray(masks_hwt, np.uint8)
+    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+            for r in mask_utils.encode(arr)]
+
+
 def _video_record(video: SyntheticVideo) -> dict:
-    """Everything the dataset JSON files need from one video (no pixel arrays)."""
-    T = video.num_frames
-    shape = (video.height, video.width)
+    """Everything the dataset JSON files need from one video (no pixel arrays). Masks are encoded a
+    video at a time (one pycocotools call per object) instead of one call per frame."""
+    # (H, W, T) Fortran view of the label maps: memory order t, w, h == C order of (T, W, H)
+    labels_hwt = np.ascontiguousarray(video.label_maps.transpose(0, 2, 1)).T
     rles = {}
     for obj in video.objects:
-        per_frame = []
-        for t in range(T):
-            if video.visible_area_px[obj.obj_id - 1, t] == 0:
-                per_frame.append(None)
-            else:
-                per_frame.append(rle_encode(video.label_maps[t] == obj.obj_id))
-        rles[obj.obj_id] = per_frame
-    foreground = [rle_encode(video.label_maps[t] > 0) for t in range(T)]
-    assert all(r["size"] == list(shape) for r in foreground)
+        encoded = rle_encode_frames(labels_hwt == obj.obj_id)
+        present = video.visible_area_px[obj.obj_id - 1] > 0
+        rles[obj.obj_id] = [r if p else None for r, p in zip(encoded, present)]
+    foreground = rle_encode_frames(labels_hwt > 0)
     return {"name": video.name, "split": video.split, "frames": video.frame_names(), "height": video.height,
             "width": video.width, "rles": rles, "foreground": foreground,
             "objects": {str(o.obj_id): o.to_json() for o in video.objects},

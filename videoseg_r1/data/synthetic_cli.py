@@ -12,7 +12,6 @@ import argparse
 import json
 import re
 import time
-from pathlib import Path
 
 from videoseg_r1.data import synthetic as S
 
