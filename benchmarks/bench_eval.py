@@ -46,7 +46,8 @@ def ref_db_eval_iou(annotation, segmentation, void_pixels=None):
         void_pixels = void_pixels.astype(bool)
     inters = np.sum((segmentation & annotation) & np.logical_not(void_pixels), axis=(-2, -1))
     union = np.sum((segmentation | annotation) & np.logical_not(void_pixels), axis=(-2, -1))
-    j = inters / union
+    with np.errstate(divide="ignore", invalid="ignore"):
+        j = inters / union
     if j.ndim == 0:
         j = 1 if np.isclose(union, 0) else j
     else:
