@@ -13,7 +13,7 @@ from pathlib import Path
 TINY_SAM2_IMAGE_SIZE = 128  # input side of the tiny SAM2 (the real one uses 1024)
 
 
-def _tiny_sam2_parts(image_size: int = TINY_SAM2_IMAGE_SIZE) -> dict:
+def _tiny_sam2_parts(image_size: int = TINY_SAM2_IMAGE_SIZE, hidden: int = 32) -> dict:
     s = image_size // 4  # stride-4 feature size
     backbone = dict(model_type="sam2_hiera_det_model", hidden_size=16, num_attention_heads=1,
                     image_size=[image_size, image_size], blocks_per_stage=[1, 1, 2, 1],
@@ -21,9 +21,9 @@ def _tiny_sam2_parts(image_size: int = TINY_SAM2_IMAGE_SIZE) -> dict:
                     window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[3],
                     window_positional_embedding_background_size=[2, 2])
     vision = dict(backbone_config=backbone, backbone_channel_list=[128, 64, 32, 16],
-                  backbone_feature_sizes=[[s, s], [s // 2, s // 2], [s // 4, s // 4]], fpn_hidden_size=32)
-    prompt = dict(hidden_size=32, image_size=image_size, patch_size=16)
-    decoder = dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+                  backbone_feature_sizes=[[s, s], [s // 2, s // 2], [s // 4, s // 4]], fpn_hidden_size=hidden)
+    prompt = dict(hidden_size=hidden, image_size=image_size, patch_size=16)
+    decoder = dict(hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
     return dict(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
@@ -47,11 +47,15 @@ def build_tiny_sam2_video(seed: int = 0, image_size: int = TINY_SAM2_IMAGE_SIZE)
 
     torch.manual_seed(seed)
     s16 = image_size // 16
-    config = Sam2VideoConfig(**_tiny_sam2_parts(image_size), image_size=image_size, memory_attention_hidden_size=32,
-                             memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=64,
-                             memory_attention_rope_feat_sizes=[s16, s16], memory_encoder_hidden_size=32,
-                             memory_encoder_output_channels=16, mask_downsampler_embed_dim=32,
-                             memory_fuser_embed_dim=32, memory_fuser_intermediate_dim=64, num_maskmem=3)
+    # object pointers (hidden wide) are split into hidden / 64 memory tokens (the memory width 64 is
+    # hard-wired in memory attention), so the tiny video model keeps hidden = 128
+    hidden = 128
+    config = Sam2VideoConfig(**_tiny_sam2_parts(image_size, hidden), image_size=image_size,
+                             memory_attention_hidden_size=hidden, memory_attention_num_layers=1,
+                             memory_attention_feed_forward_hidden_size=64, memory_attention_rope_feat_sizes=[s16, s16],
+                             memory_encoder_hidden_size=hidden, memory_encoder_output_channels=64,
+                             mask_downsampler_embed_dim=hidden, memory_fuser_embed_dim=hidden,
+                             memory_fuser_intermediate_dim=64, num_maskmem=3)
     model = Sam2VideoModel(config).eval()
     size = {"height": image_size, "width": image_size}
     processor = Sam2VideoProcessor(
