@@ -272,3 +272,13 @@ def test_cuda_graph_equals_eager():
     ids2, kw2 = _image_prompt()
     rows, lls = _reference(model, ids2.cuda(), 20, **{k: v.cuda() for k, v in kw2.items()})
     _check_same(graph.generate(ids2, max_new_tokens=20, eos_token_id=EOS, **kw2), rows, lls)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph path needs a GPU")
+def test_fused_cuda_graph_equals_eager():
+    model = _tiny_model().cuda()
+    ids, kw = _image_prompt()
+    a = DecodeEngine(model, use_cuda_graph=False).generate(ids, num_samples=2, max_new_tokens=16, eos_token_id=(), **kw)
+    b = DecodeEngine(model, fuse=True).generate(ids, num_samples=2, max_new_tokens=16, eos_token_id=(), **kw)
+    assert b.used_cuda_graph and a.token_ids == b.token_ids
+    assert max(abs(x - y) for x, y in zip(a.log_likelihoods, b.log_likelihoods)) < 1e-4
