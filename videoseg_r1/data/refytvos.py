@@ -103,7 +103,16 @@ class RefYtvosReader(BenchmarkReader):
             raise DatasetError(str(exc)) from None
 
     def id_maps(self, video: str) -> np.ndarray:
-        """(T, H, W) uint8 object-id maps of every frame of the video."""
+        """(T, H, W) uint8 object-id maps of every frame of the video (cached for the last video)."""
+        cached = getattr(self, "_ids_cache", None)
+        if cached is not None and cached[0] == video:
+            return cached[1]
+        out = self._read_id_maps(video)
+        out.setflags(write=False)
+        self._ids_cache = (video, out)
+        return out
+
+    def _read_id_maps(self, video: str) -> np.ndarray:
         require_dir(self.annotation_dir(video), f"annotation folder of video {video!r}")
         frames = self.frame_names(video)
         first = self.read_annotation(video, frames[0])

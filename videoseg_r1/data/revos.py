@@ -171,6 +171,15 @@ class RevosStyleReader(BenchmarkReader):
         return path is not None and path.is_file()
 
     def foreground_masks(self, video: str) -> np.ndarray | None:
+        """(T, H, W) bool union of every annotated object of the video (cached for the last video)."""
+        cached = getattr(self, "_fore_cache", None)
+        if cached is not None and cached[0] == video:
+            return cached[1]
+        out = self._read_foreground(video)
+        self._fore_cache = (video, out)
+        return out
+
+    def _read_foreground(self, video: str) -> np.ndarray | None:
         path = self.foreground_path()
         if path is None or not path.is_file():
             return None

@@ -43,7 +43,7 @@ import numpy as np
 from videoseg_r1.config import DIFFICULTY_TAU_EASY, DIFFICULTY_TAU_HARD
 from videoseg_r1.data.base import BenchmarkReader, Expression
 from videoseg_r1.eval.metrics import RobustnessMode, db_statistics, giou, ciou, iou_counts, jf, robustness
-from videoseg_r1.masks import MaskError, rle_decode
+from videoseg_r1.masks import MaskError, rle_decode, union
 
 MissingPolicy = Literal["zero", "skip"]
 DAVIS_MAX_PROPOSALS = 20  # davis2017-evaluation's limit on proposals per sequence
@@ -156,15 +156,19 @@ def score_expression(reader: BenchmarkReader, store: PredictionStore, expr: Expr
     if not store.has(expr):
         return ExpressionResult(j=0.0, f=0.0, r=0.0 if has_r else None, missing=True, **base)
     frames = reader.eval_frames(expr)
-    gt = reader.gt_masks(expr)
+    inst = None
+    if has_r and options.r_mode == "parity" and expr.anno_ids:
+        inst = reader.instance_masks(expr)  # decoded once: the union below is the ground truth
+        gt = union(inst)
+    else:
+        gt = reader.gt_masks(expr)
     pred = store.load(expr, frames, gt.shape[1:])
     j_t, f_t = jf(pred, gt)
     r = None
     if has_r:
         fore = reader.foreground_masks(expr.video)
         if fore is not None:
-            inst = reader.instance_masks(expr) if options.r_mode == "parity" else [gt]
-            r = float(robustness(pred, inst, fore, mode=options.r_mode).mean())
+            r = float(robustness(pred, inst if inst is not None else [gt], fore, mode=options.r_mode).mean())
     return ExpressionResult(j=float(j_t.mean()), f=float(f_t.mean()), r=r, num_frames=len(frames), **base)
 
 
