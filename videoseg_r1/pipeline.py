@@ -99,6 +99,7 @@ class VideoSegR1Pipeline:
         self.frame_selector = frame_selector
         self.segmenter = segmenter
         self.propagator = propagator
+        self._vision_owner: tuple | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -143,6 +144,11 @@ class VideoSegR1Pipeline:
         if not isinstance(video, Video):
             video = open_video(video)
         trace = Trace(video=str(video.path), query=query, num_frames=len(video), fps=float(video.fps))
+        # The reasoner caches visual features by frame index: valid for one video only.
+        owner = (str(video.path), len(video), id(video))
+        if owner != self._vision_owner and hasattr(self.reasoner, "clear_vision_cache"):
+            self.reasoner.clear_vision_cache()
+        self._vision_owner = owner
         timer = _StageTimer(trace, self._device())
 
         # Stage 1: where to look

@@ -467,3 +467,57 @@ def write_overlay_video(path: str | Path, frames: Iterable[np.ndarray], masks: I
             for _ in range(1 + (hold_key_frame if is_key else 0)):
                 writer.write(img)
     return Path(path)
+
+
+class CachedVideo(Video):
+    """A view of another video that keeps decoded frames in an LRU cache of at most ``max_bytes``,
+    so several passes over one video (HTFS rounds, reasoning, propagation, and every expression of
+    the video in ``predict``) decode each frame once while memory stays bounded."""
+
+    def __init__(self, video: Video, max_bytes: int = 2 << 30):
+        from collections import OrderedDict
+
+        self.inner = video
+        self.path, self.fps, self.short_side = video.path, video.fps, video.short_side
+        self.orig_height, self.orig_width = video.orig_height, video.orig_width
+        self.max_bytes = int(max_bytes)
+        self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    @property
+    def frame_names(self) -> list[str] | None:
+        return getattr(self.inner, "frame_names", None)
+
+    def timestamps(self) -> np.ndarray:
+        return self.inner.timestamps()
+
+    def get_frames(self, indices: Sequence[int]) -> list[np.ndarray]:
+        idx = [self._check_index(int(i)) for i in indices]
+        missing = sorted({i for i in idx if i not in self._cache})
+        self.hits += len(idx) - len(missing)
+        self.misses += len(missing)
+        fresh = dict(zip(missing, self.inner.get_frames(missing))) if missing else {}
+        out = []
+        for i in idx:
+            frame = fresh.get(i)
+            if frame is None:
+                frame = self._cache[i]
+                self._cache.move_to_end(i)
+            out.append(frame)
+        for i, frame in fresh.items():
+            self._cache[i] = frame
+            self._bytes += frame.nbytes
+        while self._bytes > self.max_bytes and self._cache:
+            _, old = self._cache.popitem(last=False)
+            self._bytes -= old.nbytes
+        return out
+
+    def iter_frames(self, start: int = 0, stop: int | None = None, step: int = 1) -> Iterator[np.ndarray]:
+        stop = len(self) if stop is None else stop
+        indices = list(range(start, stop, step))
+        for s in range(0, len(indices), 16):
+            yield from self.get_frames(indices[s:s + 16])

@@ -1,0 +1,78 @@
+"""Options shared by the commands that run the pipeline (``segment``, ``predict``, ``demo``):
+model ids/checkpoints, devices, dtypes, sizes, and how they fill a ``PipelineConfig``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+from pathlib import Path
+
+from videoseg_r1.config import PipelineConfig, load_config
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models and devices")
+    g.add_argument("--config", help="YAML file filling PipelineConfig (flags below override it)")
+    g.add_argument("--reasoner", help="reasoning model: hub id or local folder (default Qwen/Qwen2.5-VL-7B-Instruct)")
+    g.add_argument("--sam2", help="SAM2 model: hub id or folder (default facebook/sam2.1-hiera-large)")
+    g.add_argument("--xmem", help="XMem checkpoint: path or URL of XMem.pth (default: the official release)")
+    g.add_argument("--propagator", choices=["xmem", "sam2_video"], help="mask propagation backend (default xmem)")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype (default auto)")
+    g.add_argument("--short-side", type=int, help="propagation resolution: shorter side in pixels (default 480)")
+    g.add_argument("--model-input-size", type=int, help="target-frame size shown to the reasoner (default 840)")
+    g.add_argument("--max-new-tokens", type=int, help="reasoning token limit")
+    g.add_argument("--target-frame", help="ablation: 'first', 'middle' or an index instead of HTFS")
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    cfg = load_config(args.config) if getattr(args, "config", None) else PipelineConfig()
+    r, s, pr = cfg.reasoner, cfg.segmenter, cfg.propagator
+    if args.reasoner:
+        r = dataclasses.replace(r, model=args.reasoner)
+    if args.sam2:
+        s = dataclasses.replace(s, model=args.sam2)
+        pr = dataclasses.replace(pr, sam2_video_model=args.sam2)
+    if args.xmem:
+        pr = dataclasses.replace(pr, checkpoint=args.xmem)
+    if args.propagator:
+        pr = dataclasses.replace(pr, backend=args.propagator)
+    if args.short_side:
+        pr = dataclasses.replace(pr, short_side=args.short_side)
+    if args.model_input_size:
+        r = dataclasses.replace(r, model_input_size=args.model_input_size)
+    if args.max_new_tokens:
+        r = dataclasses.replace(r, max_new_tokens=args.max_new_tokens)
+    for name in ("device", "dtype"):
+        value = getattr(args, name, None)
+        if value:
+            r, s, pr = (dataclasses.replace(x, **{name: value}) for x in (r, s, pr))
+    return dataclasses.replace(cfg, reasoner=r, segmenter=s, propagator=pr)
+
+
+def frame_selector_from_args(args: argparse.Namespace):
+    """None (HTFS) or a FixedFrameSelector for the --target-frame ablation."""
+    value = getattr(args, "target_frame", None)
+    if not value:
+        return None
+    from videoseg_r1.pipeline import FixedFrameSelector
+
+    if value in ("first", "middle"):
+        return FixedFrameSelector(value)
+    try:
+        return FixedFrameSelector(int(value))
+    except ValueError:
+        raise ValueError(f"--target-frame must be 'first', 'middle' or a frame index, got {value!r}") from None
+
+
+def prepare_output_dir(out: Path, overwrite: bool, marker: str) -> None:
+    """Refuse to mix runs: an existing non-empty folder needs --overwrite (and must look like ours,
+    i.e. contain ``marker``, before we delete it)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"output {out} exists and is not empty; choose another --out or pass --overwrite")
+        if out.is_dir() and not (out / marker).exists():
+            raise FileExistsError(f"output {out} does not look like a videoseg-r1 output (no {marker}); "
+                                  "refusing to delete it")
+        shutil.rmtree(out) if out.is_dir() else out.unlink()

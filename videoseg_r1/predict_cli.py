@@ -1,0 +1,182 @@
+"""``videoseg-r1 predict``: run the pipeline on every expression of a benchmark split.
+
+Writes ``OUT/<video>/<exp_id>/<frame>.png`` (binary, the union of the expression's targets) —
+exactly what ``videoseg-r1 evaluate --predictions OUT`` reads — and, for splits without public
+ground truth (MeViS ``valid``, Ref-YouTube-VOS ``valid``), the submission zip once every expression
+is done. Run bookkeeping lives in ``OUT/.run/``: ``run.json`` (what this folder is), per-expression
+traces, and ``errors-<shard>.jsonl`` (failures are recorded and the run goes on).
+
+Resumable: an expression folder appears only by an atomic rename once all its frames are
+written, so finished expressions are skipped and an interrupted one is redone. Shardable with
+``--shard i/n``; under ``torchrun`` / ``accelerate launch`` each rank takes shard RANK/WORLD_SIZE on
+GPU LOCAL_RANK, all writing into the same OUT (that is the merge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from videoseg_r1.cli_common import add_model_arguments, config_from_args, frame_selector_from_args
+
+RUN_DIR = ".run"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from videoseg_r1.data.registry import BENCHMARKS
+
+    p.add_argument("--benchmark", required=True, choices=BENCHMARKS)
+    p.add_argument("--data-root", required=True, type=Path, help="the benchmark's root folder, as published")
+    p.add_argument("--split", default=None, help="split (default: the benchmark's usual evaluation split)")
+    p.add_argument("--out", required=True, type=Path, help="prediction folder (evaluate's --predictions)")
+    p.add_argument("--shard", default=None, help="i/n: process every n-th expression starting at i "
+                   "(default: RANK/WORLD_SIZE under torchrun or accelerate, else 0/1)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N expressions (before sharding)")
+    p.add_argument("--submission", type=Path, default=None,
+                   help="zip to write for splits without ground truth (default OUT.zip)")
+    p.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds another run")
+    p.add_argument("--cache-gb", type=float, default=2.0, help="decoded-frame cache per video (GiB)")
+    add_model_arguments(p)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        return rank, world
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard {text}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+def shard_expressions(expressions: list, index: int, count: int) -> list:
+    """Every ``count``-th expression starting at ``index``: shards are disjoint and cover all."""
+    return expressions[index::count]
+
+
+def _check_out(out: Path, run_info: dict, overwrite: bool) -> None:
+    """OUT may be new, or a previous run of the same benchmark/split (resumed); anything else is refused."""
+    import shutil
+
+    meta = out / RUN_DIR / "run.json"
+    if out.exists() and any(out.iterdir()):
+        same = False
+        if meta.is_file():
+            try:
+                old = json.loads(meta.read_text())
+                same = all(old.get(k) == run_info[k] for k in ("benchmark", "split", "data_root"))
+            except (OSError, json.JSONDecodeError):
+                same = False
+        if not same:
+            if not overwrite:
+                what = "another run (" + meta.read_text().strip()[:200] + ")" if meta.is_file() else "files that are not a predict run"
+                raise FileExistsError(f"--out {out} holds {what}; choose another folder or pass --overwrite")
+            if not meta.is_file():
+                raise FileExistsError(f"--out {out} does not look like a predict run; refusing to delete it")
+            shutil.rmtree(out)
+    (out / RUN_DIR).mkdir(parents=True, exist_ok=True)
+    if not meta.is_file():
+        from videoseg_r1.results import atomic_write_json
+
+        atomic_write_json(meta, run_info)
+
+
+def _remove_stale_temporaries(out: Path, expressions: list) -> None:
+    """Temp folders of an interrupted earlier run of THESE expressions (other shards' are left alone)."""
+    import shutil
+
+    for e in expressions:
+        for tmp in (out / e.video).glob(f".{e.exp_id}.tmp*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from videoseg_r1.data.registry import get_reader
+    from videoseg_r1.pipeline import load_pipeline
+    from videoseg_r1.results import atomic_write_json
+    from videoseg_r1.video import CachedVideo
+
+    reader = get_reader(args.benchmark, args.data_root, args.split)
+    rank, world = parse_shard(args.shard)
+    out: Path = args.out
+    run_info = {"benchmark": args.benchmark, "split": reader.split, "data_root": str(Path(args.data_root).resolve())}
+    _check_out(out, run_info, args.overwrite)
+
+    expressions = list(reader.expressions())
+    if args.limit is not None:
+        expressions = expressions[: args.limit]
+    mine = shard_expressions(expressions, rank, world)
+    todo = [e for e in mine if not (out / e.video / e.exp_id).is_dir()]
+    _remove_stale_temporaries(out, todo)
+    print(f"{args.benchmark} {reader.split}: {len(expressions)} expressions, shard {rank}/{world} has {len(mine)}, "
+          f"{len(mine) - len(todo)} already done", file=sys.stderr)
+
+    config = config_from_args(args)
+    if "LOCAL_RANK" in os.environ and config.reasoner.device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            dev = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            config = dataclasses.replace(
+                config, reasoner=dataclasses.replace(config.reasoner, device=dev),
+                segmenter=dataclasses.replace(config.segmenter, device=dev),
+                propagator=dataclasses.replace(config.propagator, device=dev))
+    failures, done = 0, 0
+    errors_path = out / RUN_DIR / f"errors-{rank}of{world}.jsonl"
+    if todo:
+        selector = frame_selector_from_args(args)
+        pipe = load_pipeline(config, **({"frame_selector": selector} if selector else {}))
+        by_video: dict[str, list] = {}
+        for e in todo:
+            by_video.setdefault(e.video, []).append(e)
+        bar = tqdm(total=len(todo), desc=f"predict {rank}/{world}", unit="expr", disable=not sys.stderr.isatty())
+        for video_name, exprs in by_video.items():
+            video, video_error = None, None
+            try:
+                video = CachedVideo(reader.open_video(video_name), max_bytes=int(args.cache_gb * 2**30))
+                names = reader.frame_names(video_name)
+            except Exception as exc:  # a broken video fails its expressions, not the run
+                video_error = exc
+            for e in exprs:
+                t0 = time.perf_counter()
+                try:
+                    if video_error is not None:
+                        raise video_error
+                    result = pipe(video, e.text)
+                    result.tracks.write_binary_pngs(out / e.video / e.exp_id, names)
+                    atomic_write_json(out / RUN_DIR / "traces" / e.video / f"{e.exp_id}.json", result.trace.to_dict())
+                    done += 1
+                except Exception as exc:
+                    failures += 1
+                    with open(errors_path, "a") as f:
+                        f.write(json.dumps({"expression": e.key, "query": e.text, "error": type(exc).__name__,
+                                            "message": str(exc), "seconds": time.perf_counter() - t0,
+                                            "traceback": traceback.format_exc(limit=5)}) + "\n")
+                    print(f"failed {e.key}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                bar.update(1)
+        bar.close()
+    print(f"shard {rank}/{world}: {done} predicted, {len(mine) - len(todo)} skipped (done before), "
+          f"{failures} failed" + (f" (see {errors_path})" if failures else ""))
+
+    if not reader.has_ground_truth:
+        complete = all((out / e.video / e.exp_id).is_dir() for e in expressions)
+        if complete:
+            from videoseg_r1.eval.submission import write_submission
+
+            zip_path, n = write_submission(reader, out, args.submission or out.with_suffix(".zip"),
+                                           progress=sys.stderr.isatty())
+            print(f"wrote the submission zip {zip_path} ({n} expressions)")
+        else:
+            print("submission zip not written yet: some expressions (of other shards?) are not done")
+    return 1 if todo and done == 0 else 0
