@@ -48,6 +48,8 @@ def grpo_defaults(cfg: TrainJobConfig, cuda: bool) -> dict[str, Any]:
         beta=GRPO_KL_BETA,
         temperature=GRPO_TEMPERATURE,
         num_generations=cfg.num_generations,
+        loss_type="grpo",  # the paper trains with GRPO (TRL's default would be DAPO)
+        scale_rewards="group",
         per_device_train_batch_size=per_device,
         max_completion_length=GRPO_MAX_COMPLETION_LENGTH,
         bf16=cuda,
@@ -64,8 +66,7 @@ def grpo_defaults(cfg: TrainJobConfig, cuda: bool) -> dict[str, Any]:
         seed=cfg.data.samples.seed,
         log_completions=False,
     )
-    if "gradient_accumulation_steps" not in cfg.trainer and "generation_batch_size" not in cfg.trainer \
-            and "steps_per_generation" not in cfg.trainer:
+    if "gradient_accumulation_steps" not in cfg.trainer:
         out["gradient_accumulation_steps"] = derive_grad_accum(
             cfg.prompts_per_step * cfg.num_generations, per_device, world_size())
     return out

@@ -1,0 +1,149 @@
+"""A few GRPO and SFT steps with the tiny Qwen2.5-VL on synthetic samples (CPU, offline).
+
+The tiny model is random, so its completions would all score the same and GRPO would see zero
+advantages. The tests therefore let it sample only '.' and 'a' (``generation_kwargs`` suppress
+every other token): eight-token completions such as "a.a.aa.a" then differ in repeated sentences
+(the non-repeat reward), which gives each group the reward spread GRPO learns from.
+"""
+
+import json
+
+import pytest
+import torch
+
+from videoseg_r1.rewards import REWARD_FUNCS, TOTAL_REWARD_NAME, LENGTH_SCALE_NAME
+from videoseg_r1.training.job import LoraSettings, TrainJobConfig, load_job_config
+from videoseg_r1.training.samples import SampleConfig
+
+SMALL = dict(model_input_size=56, context_frame_size=56, num_key_frames=1, num_reference_frames=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from videoseg_r1.reasoning.tiny import save_tiny_reasoner
+
+    return str(save_tiny_reasoner(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="module")
+def tiny_trainer(tiny_model):
+    """Trainer options for a fast CPU run that samples only '.' and 'a'."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    keep = {tok.encode(s, add_special_tokens=False)[0] for s in (".", "a")}
+    suppress = [i for i in range(len(tok)) if i not in keep]
+    return dict(max_completion_length=8, save_steps=1, gradient_checkpointing=False, learning_rate=5e-2,
+                per_device_train_batch_size=4, logging_steps=1, generation_kwargs={"suppress_tokens": suppress})
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    from videoseg_r1.data.registry import get_reader
+    from videoseg_r1.data.synthetic import generate
+    from videoseg_r1.training.samples import build_dataset
+
+    root = generate(tmp_path_factory.mktemp("syn") / "data", num_videos=1, frames=6, size=(64, 48), seed=3,
+                    splits=["train"], workers=1)
+    ds = build_dataset(get_reader("synthetic", root, "train"), "synthetic", SampleConfig(**SMALL, max_samples=4))
+    return ds, root
+
+
+def _params(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(f"{model_dir}/model.safetensors")
+
+
+def _changed(before, after):
+    return [k for k in before if k in after and not torch.equal(before[k], after[k])]
+
+
+def test_grpo_steps_log_rewards_change_parameters_and_resume(tiny_model, tiny_trainer, samples, tmp_path):
+    from videoseg_r1.reasoning.reasoner import Reasoner
+    from videoseg_r1.training.grpo import LOG_FILE, run_grpo
+
+    ds, _ = samples
+    cfg = TrainJobConfig(model=tiny_model, prompts_per_step=2, num_generations=4)
+    cfg.trainer = dict(tiny_trainer, max_steps=2)
+    out = tmp_path / "grpo"
+    trainer = run_grpo(cfg, ds, out)
+    assert trainer.args.beta == pytest.approx(1e-2) and trainer.args.weight_decay == pytest.approx(0.01)
+    assert trainer.args.gradient_accumulation_steps == 2  # 2 prompts x 4 / 4 per device
+    logs = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    step_logs = [row for row in logs if "loss" in row]
+    assert [row["step"] for row in step_logs] == [1, 2]
+    for name in [TOTAL_REWARD_NAME, LENGTH_SCALE_NAME, *REWARD_FUNCS]:
+        assert all(f"rewards/{name}/mean" in row for row in step_logs), name
+    assert any(row["rewards/non_repeat/std"] > 0 for row in step_logs)
+    # the penalised total is what TRL calls "reward" (the components carry weight 0)
+    for row in step_logs:
+        assert row["reward"] == pytest.approx(row[f"rewards/{TOTAL_REWARD_NAME}/mean"], abs=1e-5)
+    before, after = _params(tiny_model), _params(out / "final")
+    changed = _changed(before, after)
+    assert any(k.startswith(("model.layers", "model.language_model", "lm_head")) for k in changed)
+    assert not any("visual" in k for k in changed)  # frozen vision tower
+    Reasoner.from_pretrained(out / "final")  # the trained folder loads directly
+
+    # resume: continues from checkpoint-2 up to step 3
+    cfg.trainer["max_steps"] = 3
+    resumed = run_grpo(cfg, ds, out, resume="auto", save_final=False)
+    assert resumed.state.global_step == 3
+    logs = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    assert [row["step"] for row in logs if "loss" in row] == [1, 2, 3]
+
+
+def test_grpo_lora_and_sft_steps(tiny_model, tiny_trainer, samples, tmp_path):
+    from videoseg_r1.training.grpo import run_grpo
+    from videoseg_r1.training.sft import run_sft
+
+    ds, _ = samples
+    cfg = TrainJobConfig(model=tiny_model, prompts_per_step=1, num_generations=4,
+                         lora=LoraSettings(enabled=True, r=4, alpha=8))
+    cfg.trainer = dict(tiny_trainer, max_steps=1)
+    run_grpo(cfg, ds, tmp_path / "lora")
+    assert (tmp_path / "lora" / "checkpoint-1" / "adapter_model.safetensors").is_file()  # LoRA trained
+    merged = _params(tmp_path / "lora" / "final")  # merged into full weights, loadable
+    assert not any("lora_" in k for k in merged) and _changed(_params(tiny_model), merged)
+
+    sft_cfg = TrainJobConfig(mode="sft", model=tiny_model, prompts_per_step=2)
+    sft_cfg.trainer = dict(max_steps=2, save_steps=2, gradient_checkpointing=False, learning_rate=1e-3)
+    sft = run_sft(sft_cfg, ds, tmp_path / "sft")
+    losses = [row["loss"] for row in sft.state.log_history if "loss" in row]
+    assert len(losses) == 2 and all(l > 0 for l in losses)
+    assert _changed(_params(tiny_model), _params(tmp_path / "sft" / "final"))
+
+
+def test_train_cli_and_configs(tiny_model, samples, tmp_path):
+    from pathlib import Path
+
+    from videoseg_r1.cli import main
+
+    _, root = samples
+    repo = Path(__file__).resolve().parents[1]
+    for path in sorted([*(repo / "configs").glob("grpo_*.yaml"), *(repo / "configs").glob("sft_*.yaml")]):
+        import dataclasses
+
+        from trl import GRPOConfig, SFTConfig
+
+        cfg = load_job_config(path)
+        assert cfg.mode in ("grpo", "sft")
+        fields = {f.name for f in dataclasses.fields(GRPOConfig if cfg.mode == "grpo" else SFTConfig)}
+        assert set(cfg.trainer) <= fields, path.name
+        if cfg.mode == "grpo":
+            assert (cfg.prompts_per_step, cfg.num_generations) == (16, 8)
+            assert cfg.trainer["learning_rate"] == 1e-6 and cfg.trainer["beta"] == 0.01
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "mode: grpo\nprompts_per_step: 1\nnum_generations: 4\n"
+        "data:\n  samples: {model_input_size: 56, context_frame_size: 56, num_key_frames: 1, num_reference_frames: 1}\n"
+        "trainer: {max_completion_length: 6, gradient_checkpointing: false, per_device_train_batch_size: 4}\n")
+    code = main(["train", "grpo", "--config", str(job), "--model", tiny_model, "--benchmark", "synthetic",
+                 "--data-root", str(root), "--output-dir", str(tmp_path / "run"), "--max-steps", "1",
+                 "--max-samples", "2"])
+    assert code == 0 and (tmp_path / "run" / "final" / "config.json").is_file()
+    assert main(["train", "grpo", "--config", str(tmp_path / "missing.yaml"), "--output-dir", str(tmp_path)]) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {no_such_option: 1}\n")
+    assert main(["train", "grpo", "--config", str(bad), "--model", tiny_model, "--benchmark", "synthetic",
+                 "--data-root", str(root), "--output-dir", str(tmp_path / "bad")]) == 2
