@@ -186,3 +186,32 @@ def test_offline_error_names_model_and_fix(tmp_path, monkeypatch):
     assert "videoseg-r1-test/definitely-not-cached" in msg and "download" in msg
     with pytest.raises(ReasonerLoadError, match="does not exist"):
         Reasoner.from_pretrained(str(tmp_path / "missing-folder"))
+
+
+@pytest.mark.parametrize("as_video", [True, False])
+def test_decode_engine_equals_generate_backend(tiny_path, frames, as_video):
+    """The fast engine (eager on the CPU) and the generate back-end give the same tokens, texts and
+    log-likelihoods (greedy), and both return K sampled rows from one call."""
+    ts = [0.1 * i for i in range(4)]
+    outs = {}
+    for mode in ("generate", "static"):
+        r = Reasoner.from_pretrained(tiny_path, ReasonerConfig(max_new_tokens=12, decode_engine=mode))
+        if mode == "static":
+            assert r._decode_engine() is not None
+        else:
+            assert r._decode_engine() is None
+        outs[mode] = r.generate("Describe the clip.", frames[:4], as_video=as_video, timestamps_s=ts,
+                                frame_size_hw=SIZE)
+        k = r.generate("Describe the clip.", frames[:4], as_video=as_video, timestamps_s=ts, frame_size_hw=SIZE,
+                       num_samples=3, do_sample=True, temperature=1.0)
+        assert len(k.samples) == 3
+    a, b = outs["generate"].samples[0], outs["static"].samples[0]
+    assert a.token_ids == b.token_ids and a.text == b.text and a.num_tokens == b.num_tokens
+    assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_stop_string_end(reasoner):
+    ids = reasoner.tokenizer.encode("<answer>[1, 2]</answer> trailing words", add_special_tokens=False)
+    n = reasoner._stop_string_end(ids)
+    assert reasoner.tokenizer.decode(ids[:n]).endswith("</answer>")
+    assert reasoner._stop_string_end(ids[:3]) == 3

@@ -51,6 +51,10 @@ from videoseg_r1.config import ReasonerConfig, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
+# Every prompt of ours asks for the answer inside <answer> tags: decoding stops right after it
+# (both back-ends, so they never differ in output).
+STOP_STRINGS = ("</answer>",)
+
 TEMPLATE_NAMES = ("interval", "position", "reasoning", "difficulty")
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 _PAIR_CACHE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")  # vision attention stays inside a temporal patch
@@ -286,6 +290,7 @@ class Reasoner(ReasonerBase):
         self.device = next(model.parameters()).device
         self._torch = torch
         self._vision_cache: OrderedDict[Hashable, Any] = OrderedDict()
+        self._engine: Any = None  # DecodeEngine, False when unsupported, None before first use
         self.vision_cache_hits = 0
         self.vision_cache_misses = 0
         vp = getattr(processor, "video_processor", None) or processor.image_processor
@@ -532,8 +537,68 @@ class Reasoner(ReasonerBase):
             fwd["mm_encoder_outputs"] = self._encode_vision(inputs, keys, as_video, sizes, timing)
             self._sync()
             timing.vision_s = time.perf_counter() - t0
-        # ---- shared prefill (batch 1) over all prompt tokens but the last
+        new_tokens = max_new_tokens or cfg.max_new_tokens
+        if do_sample:
+            temperature = temperature if temperature is not None else cfg.temperature
+            top_p = top_p if top_p is not None else cfg.top_p
+        engine = self._decode_engine()
+        if engine is not None:
+            samples = self._generate_engine(engine, input_ids, fwd, num_samples, new_tokens, do_sample,
+                                            temperature, top_p, timing)
+        else:
+            samples = self._generate_hf(input_ids, fwd, num_samples, new_tokens, do_sample, temperature,
+                                        top_p, timing)
+        timing.new_tokens = sum(s.num_tokens for s in samples)
+        return GenerationOutput(samples, prompt, timing)
+
+    # ---------------------------------------------------------------- decoding back-ends
+    def _decode_engine(self):
+        """The fast decode engine (``reasoning/decode.py``) when the config selects it: "auto" uses it
+        on CUDA for supported models, "static" always (eager on the CPU), "generate" never."""
+        mode = getattr(self.config, "decode_engine", "auto")
+        if mode not in ("auto", "static", "generate"):
+            raise ValueError(f"ReasonerConfig.decode_engine must be 'auto', 'static' or 'generate', got {mode!r}")
+        if mode == "generate" or (mode == "auto" and self.device.type != "cuda"):
+            return None
+        if self._engine is None:
+            from videoseg_r1.reasoning.decode import DecodeEngine, UnsupportedModelError
+
+            try:
+                self._engine = DecodeEngine(self.model)
+            except UnsupportedModelError as exc:
+                if mode == "static":
+                    raise
+                log.warning("decode engine unavailable (%s); using transformers generate", exc)
+                self._engine = False
+        return self._engine or None
+
+    def _generate_engine(self, engine, input_ids, fwd, num_samples, new_tokens, do_sample, temperature,
+                         top_p, timing) -> list[Sample]:
+        res = engine.generate(
+            input_ids, self._torch.ones_like(input_ids), num_samples=num_samples, max_new_tokens=new_tokens,
+            do_sample=do_sample, temperature=temperature if do_sample else 1.0,
+            top_p=top_p if do_sample else 1.0, eos_token_id=sorted(self.eos_ids),
+            stop_strings=STOP_STRINGS, tokenizer=self.tokenizer, suppress_token_ids=self.suppress_ids, **fwd)
+        timing.prefill_s = res.prefill_s
+        timing.decode_s = res.decode_s
+        timing.decode_steps = res.decode_steps
+        samples = []
+        for r in range(len(res.token_ids)):
+            ids = list(res.token_ids[r])
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            lp = float(res.log_likelihoods[r])
+            samples.append(Sample(text=text, logprob=lp if math.isfinite(lp) else -math.inf,
+                                  num_tokens=int(res.num_tokens[r]), token_ids=ids))
+        return samples
+
+    def _generate_hf(self, input_ids, fwd, num_samples, new_tokens, do_sample, temperature, top_p,
+                     timing) -> list[Sample]:
+        """transformers ``generate`` after one shared prefill (batch 1) over all prompt tokens but
+        the last, the KV cache repeated K times: one batched call for the K samples."""
+        torch = self._torch
+        length = input_ids.shape[1]
         t0 = time.perf_counter()
+        fwd = dict(fwd)
         if "mm_token_type_ids" in fwd:
             fwd["mm_token_type_ids"] = fwd["mm_token_type_ids"][:, :-1]
         with torch.inference_mode():
@@ -545,17 +610,15 @@ class Reasoner(ReasonerBase):
                 cache.batch_repeat_interleave(num_samples)
         self._sync()
         timing.prefill_s = time.perf_counter() - t0
-        # ---- one batched generate call for the K samples (only the last prompt token is new)
         t0 = time.perf_counter()
         gen_kwargs: dict[str, Any] = dict(
-            max_new_tokens=max_new_tokens or cfg.max_new_tokens, do_sample=do_sample,
+            max_new_tokens=new_tokens, do_sample=do_sample,
             num_return_sequences=num_samples, output_logits=True, return_dict_in_generate=True,
             suppress_tokens=self.suppress_ids or None, pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids) or None,
+            eos_token_id=sorted(self.eos_ids) or None, stop_strings=list(STOP_STRINGS), tokenizer=self.tokenizer,
         )
         if do_sample:
-            gen_kwargs.update(temperature=temperature if temperature is not None else cfg.temperature,
-                              top_p=top_p if top_p is not None else cfg.top_p, top_k=None)
+            gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=None)
         else:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
@@ -563,10 +626,23 @@ class Reasoner(ReasonerBase):
                                       cache=cache, **gen_kwargs)
         self._sync()
         timing.decode_s = time.perf_counter() - t0
-        samples = self._samples(gen.sequences[:, length:], gen.logits)
-        timing.new_tokens = sum(s.num_tokens for s in samples)
         timing.decode_steps = len(gen.logits)
-        return GenerationOutput(samples, prompt, timing)
+        return self._samples(gen.sequences[:, length:], gen.logits)
+
+    def _stop_string_end(self, ids: list[int]) -> int:
+        """Length of the shortest prefix of ``ids`` whose text contains a stop string (all if none).
+        Containment grows with the prefix, so a binary search finds it."""
+        decode = lambda n: self.tokenizer.decode(ids[:n], skip_special_tokens=False)  # noqa: E731
+        if not any(s in decode(len(ids)) for s in STOP_STRINGS):
+            return len(ids)
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in decode(mid) for s in STOP_STRINGS):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def _samples(self, tokens, logits) -> list[Sample]:
         """Texts, summed raw-logit log-probabilities and token counts (through the first EOS)."""
@@ -584,11 +660,12 @@ class Reasoner(ReasonerBase):
         valid = ~after
         samples = []
         for i in range(k):
-            m = valid[i]
-            count = int(m.sum())
+            count = int(valid[i].sum())
             ids = tokens[i, :count].tolist()
+            count = self._stop_string_end(ids)  # generate pads a row after its stop string
+            ids = ids[:count]
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            lp = float(logp[i][m].sum())
+            lp = float(logp[i, :count].sum())
             samples.append(Sample(text=text, logprob=lp if math.isfinite(lp) else -math.inf,
                                   num_tokens=count, token_ids=ids))
         return samples
