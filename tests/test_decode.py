@@ -235,6 +235,49 @@ def test_sample_next_tokens_distribution():
     assert ids.tolist() == [1]
 
 
+def test_pre_encoded_vision_inputs(model, engine):
+    """``mm_encoder_outputs`` (the reasoner's cached vision features) instead of pixels."""
+    ids, kw = _image_prompt()
+    rows, lls = _reference(model, ids, 8, **kw)
+    with torch.no_grad():
+        feats = model.model.get_image_features(kw["pixel_values"], kw["image_grid_thw"], return_dict=True)
+    pre = {k: v for k, v in kw.items() if k != "pixel_values"}
+    res = engine.generate(ids, max_new_tokens=8, eos_token_id=EOS, mm_encoder_outputs={"image": feats}, **pre)
+    _check_same(res, rows, lls)
+    # mm_token_type_ids are derived from the placeholders when the caller leaves them out
+    res = engine.generate(ids, max_new_tokens=8, eos_token_id=EOS,
+                          **{k: v for k, v in kw.items() if k != "mm_token_type_ids"})
+    _check_same(res, rows, lls)
+
+
+def test_qwen3_vl(model):
+    cfg = transformers.Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, eos_token_id=EOS,
+            pad_token_id=PAD, bos_token_id=EOS, initializer_range=0.2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                             "mrope_interleaved": True},
+        ),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           patch_size=2, spatial_merge_size=2, temporal_patch_size=2,
+                           num_position_embeddings=16, deepstack_visual_indexes=[0]),
+        image_token_id=IMG, video_token_id=VID, vision_start_token_id=VS, vision_end_token_id=VE,
+    )
+    torch.manual_seed(0)
+    q3 = transformers.Qwen3VLForConditionalGeneration(cfg).eval()
+    q3.generation_config.pad_token_id = PAD
+    eng = DecodeEngine(q3)  # q/k norms, interleaved mrope, deepstack features in the prefill
+    ids, kw = _image_prompt()
+    _check_same(eng.generate(ids, max_new_tokens=10, eos_token_id=EOS, **kw), *_reference(q3, ids, 10, **kw))
+    # Qwen3-VL videos: one vision_start/end group per temporal patch
+    g = torch.Generator().manual_seed(3)
+    ids = torch.tensor([[5, VS] + [VID] * 4 + [VE, 8, VS] + [VID] * 4 + [VE, 9, 11]])
+    kw = dict(pixel_values_videos=torch.randn(32, 24, generator=g), video_grid_thw=torch.tensor([[2, 4, 4]]),
+              mm_token_type_ids=2 * (ids == VID).int())
+    _check_same(eng.generate(ids, max_new_tokens=10, eos_token_id=EOS, **kw), *_reference(q3, ids, 10, **kw))
+
+
 def test_unsupported_models_are_named(model):
     assert unsupported_reason(model) is None
 
