@@ -344,9 +344,11 @@ def expression_difficulty(
         record = DifficultyRecord(float(extra["difficulty"]), "synthetic")
     else:
         record = None
+        raw = None
         if rater is not None:
             frames, timestamps = frames_for_rater() if frames_for_rater else ([], None)
             result = rater.rate(frames, expr.text, timestamps)
+            raw = result.raw
             if result.difficulty is not None:
                 record = DifficultyRecord(result.difficulty, "mllm", result.ratings, result.raw)
         if record is None:
@@ -354,7 +356,7 @@ def expression_difficulty(
                 annotation_features(object_masks if object_masks is not None else reader.object_masks(expr), expr.text, getattr(expr, "type_id", 0) == 1)
             )
             source = "heuristic" if rater is None else "heuristic_fallback"
-            record = DifficultyRecord(difficulty_from_ratings(ratings), source, ratings)
+            record = DifficultyRecord(difficulty_from_ratings(ratings), source, ratings, raw)
     if cache is not None:
         cache.put(key, record)
     return record

@@ -100,7 +100,8 @@ def build_grpo_config(cfg: TrainJobConfig, output_dir: str | Path, processor=Non
 
 
 def jsonl_log_callback(path: str | Path):
-    """A ``TrainerCallback`` appending every log dict (step, loss, rewards/...) to a JSONL file."""
+    """A ``TrainerCallback`` appending every log dict (step, loss, rewards/..., step_time, num_tokens
+    and, on CUDA, the peak GPU memory) to a JSONL file."""
     from transformers import TrainerCallback
 
     path = Path(path)
@@ -110,6 +111,10 @@ def jsonl_log_callback(path: str | Path):
             if not state.is_world_process_zero or not logs:
                 return
             row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}
+            import torch
+
+            if torch.cuda.is_available():  # peak memory of this process since the start, GiB
+                row["gpu_mem_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
