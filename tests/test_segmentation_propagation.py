@@ -9,7 +9,7 @@ from videoseg_r1.config import PropagatorConfig
 from videoseg_r1.segmentation.propagation import (Propagator, XMemPropagator, collect_tracks, make_propagator,
                                                   propagation_order)
 from videoseg_r1.segmentation.tiny import build_tiny_xmem, save_xmem
-from videoseg_r1.segmentation.xmem import InferenceConfig, InferenceCore, MemoryConfig, make_geometry
+from videoseg_r1.segmentation.xmem import InferenceConfig, InferenceCore, make_geometry
 from videoseg_r1.segmentation.xmem.inference import prepare_images, prepare_masks, probabilities_to_labels
 from videoseg_r1.video import ArrayVideo
 
