@@ -10,7 +10,6 @@ from videoseg_r1.training.difficulty import (
     DIFFICULTY_CRITERIA,
     AnnotationFeatures,
     DifficultyCache,
-    DifficultyRecord,
     MLLMRater,
     annotation_features,
     difficulty_from_ratings,

@@ -19,7 +19,7 @@ import math
 from typing import Any, Callable
 
 from videoseg_r1.config import RewardConfig
-from videoseg_r1.rewards.common import column, completion_text, think_text
+from videoseg_r1.rewards.common import completion_text, think_text
 
 RewardFunc = Callable[..., list[float]]
 

@@ -18,10 +18,6 @@ from videoseg_r1.config import (
     DEFAULT_REASONER_ID,
     GRPO_BATCH_SIZE,
     GRPO_GROUP_SIZE,
-    GRPO_KL_BETA,
-    GRPO_LR,
-    GRPO_TEMPERATURE,
-    GRPO_WEIGHT_DECAY,
     RewardConfig,
     config_from_dict,
 )
