@@ -15,9 +15,13 @@ How one call runs:
    all K rows (their queries are stacked), the suffix per row, and merges both in one softmax.
 3. **Decode** with a step function over the text model only: embed -> layers -> norm -> lm_head,
    for one token per row. After the prompt the three multimodal RoPE sections advance together:
-   the token generated j-th sits at position ``last_prompt_position + 1 + j`` in each section
-   (what ``generate`` does). On CUDA the step is captured once as a CUDA graph per buffer shape
-   and replayed per token; on the CPU the same step runs eagerly.
+   the token generated j-th sits at position ``p_last + 1 + j`` in each section, ``p_last`` being
+   the prompt's last real token's position in that section (what ``generate`` of transformers 5.x
+   does; note that with videos ``p_last + 1`` can be below ``rope_deltas + length``, which
+   ``forward`` alone would use). On CUDA the step is captured once as a CUDA graph per buffer
+   shape (B, K, prompt capacity, new-token capacity; capacities rounded up to 256 / 64 tokens)
+   and replayed per token; on the CPU the same step runs eagerly. ``fuse=True`` additionally
+   compiles the step's elementwise parts (RMSNorm, RoPE, softmax, SiLU) with ``torch.compile``.
 4. Token choice (greedy, temperature, top-k, top-p, repetition penalty, suppressed ids, min new
    tokens) runs eagerly on the step's float32 logits; the chosen ids go to the host one step behind
    the GPU (no pipeline stall) where per-row stops are decided: EOS ids, stop token sequences,
@@ -525,12 +529,39 @@ class DecodeEngine:
         unit = self.num_kv_heads * self.head_dim
         self._ensure_storage(B * L_cap * unit, B * K * N_cap * unit)
         step = _Step(self, B, K, L_cap, N_cap)
-        if self.use_cuda_graph:
-            step.capture()
+        self._prepare(step)
         self._graphs[key] = step
         while len(self._graphs) > self.max_cached_graphs:
             self._graphs.popitem(last=False)
         return step
+
+    def _prepare(self, step: _Step) -> None:
+        """Capture the graph (CUDA) or run the step once (fused ops compile there).
+
+        A failure of the compiled ops falls back to the plain ops, a failed capture to the eager
+        step; both are logged (the output stays the same, only slower; ``used_cuda_graph`` says).
+        """
+        for attempt in ("as configured", "without fusion"):
+            try:
+                if self.use_cuda_graph:
+                    step.capture()
+                elif self.ops.fused:
+                    step.forward()
+                    step.slot.zero_()
+                return
+            except Exception as exc:  # noqa: BLE001 - any compile/capture error means: degrade
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                step.graph = step.graph_logits = None
+                step.slot.zero_()
+                if self.ops.fused:
+                    log.warning("decode engine: fused ops failed (%s: %s); using plain ops",
+                                type(exc).__name__, exc)
+                    self.ops = _Ops(False)
+                    continue
+                log.warning("decode engine: CUDA graph capture failed (%s: %s); decoding eagerly",
+                            type(exc).__name__, exc)
+                return
 
     # ---------------------------------------------------------------- prefill
     def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs: dict):
