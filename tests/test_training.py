@@ -143,6 +143,14 @@ def test_train_cli_and_configs(tiny_model, samples, tmp_path):
                  "--max-samples", "2"])
     assert code == 0 and (tmp_path / "run" / "final" / "config.json").is_file()
     assert main(["train", "grpo", "--config", str(tmp_path / "missing.yaml"), "--output-dir", str(tmp_path)]) == 2
+    from videoseg_r1.training.cli import build_samples
+
+    two = load_job_config(job, benchmark="synthetic,synthetic", data_root=f"{root},{root}")
+    two.data.samples.max_samples = 2
+    assert len(build_samples(two)) == 4  # several benchmarks train together
+    two.data.data_root = str(root)
+    with pytest.raises(ValueError, match="data root"):
+        build_samples(two)
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {no_such_option: 1}\n")
     assert main(["train", "grpo", "--config", str(bad), "--model", tiny_model, "--benchmark", "synthetic",

@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mode", choices=["grpo", "sft"], help="GRPO (the paper) or the SFT baseline")
     parser.add_argument("--config", default=None, help="YAML job file (configs/grpo_*.yaml, configs/sft_*.yaml)")
     parser.add_argument("--benchmark", default=None,
-                        help="training data: revos, mevis, refytvos, refdavis or synthetic")
-    parser.add_argument("--data-root", default=None, help="folder of the benchmark")
+                        help="training data: revos, mevis, refytvos, refdavis or synthetic; several "
+                             "comma-separated (e.g. revos,mevis,refytvos) train together")
+    parser.add_argument("--data-root", default=None,
+                        help="folder of the benchmark (comma-separated, one per --benchmark)")
     parser.add_argument("--split", default=None, help="split to train on (default: train)")
     parser.add_argument("--output-dir", required=True, help="checkpoints, train_log.jsonl and final/")
     parser.add_argument("--model", default=None, help="hub id or folder of the starting model")
@@ -40,7 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_samples(cfg, dataset_cache: str | None = None):
-    """The training ``datasets.Dataset`` (built once on the main process when cached)."""
+    """The training ``datasets.Dataset`` (built once on the main process when cached).
+
+    Several benchmarks train together when ``benchmark`` and ``data_root`` are comma-separated
+    lists of equal length (e.g. ``revos,mevis,refytvos`` with their three folders); their samples
+    are concatenated (the trainer shuffles).
+    """
     from videoseg_r1.training.samples import BuildReport, build_dataset, load_reader
 
     if dataset_cache and Path(dataset_cache).is_dir() and any(Path(dataset_cache).iterdir()):
@@ -49,12 +56,25 @@ def build_samples(cfg, dataset_cache: str | None = None):
         return load_from_disk(dataset_cache)
     if not cfg.data.benchmark or not cfg.data.data_root:
         raise ValueError("no training data: pass --benchmark and --data-root (or set data: in the config)")
+    benchmarks = [b.strip() for b in str(cfg.data.benchmark).split(",") if b.strip()]
+    roots = [r.strip() for r in str(cfg.data.data_root).split(",") if r.strip()]
+    if len(benchmarks) != len(roots):
+        raise ValueError(f"{len(benchmarks)} benchmark(s) but {len(roots)} data root(s): give one folder per "
+                         "benchmark, comma-separated in the same order")
     cfg.data.samples.split = cfg.data.split
-    reader = load_reader(cfg.data.benchmark, cfg.data.data_root, cfg.data.split)
-    report = BuildReport()
-    ds = build_dataset(reader, cfg.data.benchmark, cfg.data.samples, report)
-    print(f"built {report.samples} training samples from {cfg.data.benchmark}/{cfg.data.split}"
-          + (f"; skipped {report.skipped}" if report.skipped else ""), file=sys.stderr)
+    parts = []
+    for benchmark, root in zip(benchmarks, roots):
+        reader = load_reader(benchmark, root, cfg.data.split)
+        report = BuildReport()
+        parts.append(build_dataset(reader, benchmark, cfg.data.samples, report))
+        print(f"built {report.samples} training samples from {benchmark}/{cfg.data.split}"
+              + (f"; skipped {report.skipped}" if report.skipped else ""), file=sys.stderr)
+    if len(parts) == 1:
+        ds = parts[0]
+    else:
+        from datasets import concatenate_datasets
+
+        ds = concatenate_datasets(parts)
     if dataset_cache:
         ds.save_to_disk(dataset_cache)
     return ds
