@@ -172,5 +172,10 @@ class BenchmarkReader:
         """All annotated foreground of the video, (T, H, W) bool, where the benchmark has it."""
         return None
 
+    def foreground_counts(self, video: str) -> np.ndarray | None:
+        """(T,) annotated-foreground pixels per frame, where the benchmark has foreground masks."""
+        fg = self.foreground_masks(video)
+        return None if fg is None else np.count_nonzero(fg, axis=(1, 2)).astype(np.int64)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r})"

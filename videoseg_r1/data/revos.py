@@ -18,10 +18,38 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from videoseg_r1.data.base import BenchmarkReader, DatasetError, DataRootError, Expression, load_json, require_dir
 from videoseg_r1.masks import MaskError, rle_decode
+
+
+def _decode_rles(rles: list, shape: tuple[int, int], where: str) -> np.ndarray:
+    """Per-frame COCO RLEs (null = empty) -> (T, H, W) bool. Well-formed compressed RLEs go straight
+    through pycocotools into the output; anything else takes the checked path whose error names the
+    frame."""
+    from pycocotools import mask as mask_utils
+
+    out = np.zeros((len(rles), *shape), dtype=bool)
+    size = list(shape)
+    for t, r in enumerate(rles):
+        if not r:
+            continue
+        c = r.get("counts") if isinstance(r, dict) else None
+        if isinstance(c, str) and isinstance(r.get("size"), list) and [int(v) for v in r["size"]] == size:
+            try:
+                dec = mask_utils.decode({"size": size, "counts": c.encode("ascii")})  # (H, W) Fortran order
+                out[t] = cv2.transpose(dec.T).view(bool)  # C-order copy via cv2's blocked transpose
+                continue
+            except Exception:
+                pass
+        try:
+            out[t] = rle_decode(r, shape, where=f"{where} frame {t}")
+        except (MaskError, TypeError, AttributeError) as exc:
+            raise DatasetError(f"{where} frame {t}: malformed COCO RLE ({exc})" if not isinstance(exc, MaskError)
+                               else str(exc)) from None
+    return out
 
 
 class RevosStyleReader(BenchmarkReader):
@@ -140,15 +168,7 @@ class RevosStyleReader(BenchmarkReader):
         if not isinstance(track, list) or len(track) < n_frames:
             raise DatasetError(f"{where}: expected a list of {n_frames} per-frame RLEs, got "
                                f"{len(track) if isinstance(track, list) else type(track).__name__}")
-        out = np.zeros((n_frames, *shape), dtype=bool)
-        for t in range(n_frames):
-            rle = track[t]
-            if rle:
-                try:
-                    out[t] = rle_decode(rle, shape, where=f"{where} frame {t}")
-                except MaskError as exc:
-                    raise DatasetError(str(exc)) from None
-        return out
+        return _decode_rles(track[:n_frames], shape, where)
 
     def object_masks(self, expr: Expression) -> dict[Any, np.ndarray]:
         n = len(self.frame_names(expr.video))
@@ -177,7 +197,13 @@ class RevosStyleReader(BenchmarkReader):
             return cached[1]
         out = self._read_foreground(video)
         self._fore_cache = (video, out)
+        self._fore_counts = (video, None if out is None else np.count_nonzero(out, axis=(1, 2)).astype(np.int64))
         return out
+
+    def foreground_counts(self, video: str) -> np.ndarray | None:
+        """(T,) int64 annotated-foreground pixels per frame (the denominator of R)."""
+        self.foreground_masks(video)
+        return self._fore_counts[1]
 
     def _read_foreground(self, video: str) -> np.ndarray | None:
         path = self.foreground_path()
@@ -194,14 +220,7 @@ class RevosStyleReader(BenchmarkReader):
         shape = self.frame_size(video)
         if not isinstance(rles, list) or len(rles) < n:
             raise DatasetError(f"{where}: expected {n} per-frame RLEs")
-        out = np.zeros((n, *shape), dtype=bool)
-        for t in range(n):
-            if rles[t]:
-                try:
-                    out[t] = rle_decode(rles[t], shape, where=f"{where} frame {t}")
-                except MaskError as exc:
-                    raise DatasetError(str(exc)) from None
-        return out
+        return _decode_rles(rles[:n], shape, where)
 
 
 class RevosReader(RevosStyleReader):

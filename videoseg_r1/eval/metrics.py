@@ -39,7 +39,7 @@ _CHUNK_FRAMES = 8  # frames per block: the block is cropped to its content box, 
 
 __all__ = [
     "DEFAULT_BOUND_TH", "boundary_radius", "disk", "seg2bmap", "region_similarity", "contour_accuracy", "jf",
-    "Stats", "db_statistics", "robustness", "RobustnessMode", "iou_counts", "giou", "ciou",
+    "Stats", "db_statistics", "robustness", "robustness_from_counts", "RobustnessMode", "FrameCounts", "iou_counts", "giou", "ciou",
 ]
 
 
@@ -248,7 +248,7 @@ def _f_from_counts(n_fg: np.ndarray, n_gt: np.ndarray, fg_match: np.ndarray, gt_
 
 
 def _jf_chunk(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None, radius: int,
-              want_j: bool, want_f: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+              want_j: bool, want_f: bool, counts: list | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
     t, h, w = pred.shape
     p = _pack(pred)
     g = _pack(gt)
@@ -260,6 +260,8 @@ def _jf_chunk(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None, radius:
     if want_j:
         inter = _popcount(p & g)
         union = _popcount(p | g)
+        if counts is not None:
+            counts.append((_popcount(p), _popcount(g), inter))
         with np.errstate(divide="ignore", invalid="ignore"):
             j = inter / union
         j[np.isclose(union, 0)] = 1
@@ -300,7 +302,16 @@ def _content_box(p: np.ndarray, g: np.ndarray) -> tuple[slice, slice] | None:
     return slice(max(y0 - 1, 0), min(y1 + 2, h)), slice(max(x0 - 1, 0), min(x1 + 2, w))
 
 
-def _jf_impl(pred, gt, void, bound_th, want_j, want_f):
+@dataclass(frozen=True)
+class FrameCounts:
+    """Pixel counts per frame, each (T,) int64: prediction, ground truth, their intersection."""
+
+    pred: np.ndarray
+    gt: np.ndarray
+    inter: np.ndarray
+
+
+def _jf_impl(pred, gt, void, bound_th, want_j, want_f, counts: list | None = None):
     pred, gt, void, single = _check_pair(pred, gt, void)
     t, h, w = pred.shape
     radius = boundary_radius(h, w, bound_th)
@@ -316,9 +327,12 @@ def _jf_impl(pred, gt, void, bound_th, want_j, want_f):
             n = p.shape[0]
             js.append(np.ones(n))
             fs.append(np.ones(n))
+            if counts is not None:
+                z = np.zeros(n, dtype=np.int64)
+                counts.append((z, z, z))
             continue
         ys, xs = box
-        j, f = _jf_chunk(p[:, ys, xs], g[:, ys, xs], None, radius, want_j, want_f)
+        j, f = _jf_chunk(p[:, ys, xs], g[:, ys, xs], None, radius, want_j, want_f, counts)
         js.append(j)
         fs.append(f)
     j = np.concatenate(js) if want_j and js else (np.zeros(0) if want_j else None)
@@ -349,9 +363,19 @@ def contour_accuracy(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None =
     return _jf_impl(pred, gt, void, bound_th, False, True)[1]
 
 
-def jf(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None, bound_th: float = DEFAULT_BOUND_TH):
-    """(J, F) together, packing each mask once: (T, H, W) -> ((T,), (T,)); (H, W) -> (float, float)."""
-    return _jf_impl(pred, gt, void, bound_th, True, True)
+def jf(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None, bound_th: float = DEFAULT_BOUND_TH,
+       return_counts: bool = False):
+    """(J, F) together, packing each mask once: (T, H, W) -> ((T,), (T,)); (H, W) -> (float, float).
+
+    ``return_counts=True`` adds a third item, ``FrameCounts`` (per-frame pixel counts of pred, gt and
+    their intersection, void excluded), which the ReVOS R reuses instead of another pass.
+    """
+    if not return_counts:
+        return _jf_impl(pred, gt, void, bound_th, True, True)
+    parts: list = []
+    j, f = _jf_impl(pred, gt, void, bound_th, True, True, parts)
+    cat = [np.concatenate([p[i] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64) for i in range(3)]
+    return j, f, FrameCounts(*cat)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -425,27 +449,42 @@ def robustness(pred: np.ndarray, gt_instances: Sequence[np.ndarray] | np.ndarray
     for m in inst:
         if m.shape != pred.shape:
             raise ValueError(f"target mask shape {m.shape} does not match prediction shape {pred.shape}")
-    pos = (fg != 0).sum(axis=(1, 2), dtype=np.int64) if fg.dtype == bool else fg.astype(np.int64).sum(axis=(1, 2))
+    # The reference sums the foreground map's values (0/1 for ReVOS's merged masks).
+    pos = np.count_nonzero(fg, axis=(1, 2)).astype(np.int64) if fg.dtype == bool else \
+        fg.astype(np.int64).sum(axis=(1, 2))
+    union = np.zeros(pred.shape, dtype=bool) if not inst else inst[0].copy()
+    overlap = False
+    for m in inst[1:]:
+        if not overlap and np.logical_and(union, m).any():
+            overlap = True
+        union |= m
     if mode == "corrected":
-        union = np.zeros(pred.shape, dtype=bool)
+        return robustness_from_counts(np.count_nonzero(pred & ~union, axis=(1, 2)), pos, "corrected")
+    if mode != "parity":
+        raise ValueError(f"unknown robustness mode {mode!r} (parity or corrected)")
+    v = np.uint8(pred_value & 0xFF)
+    if not overlap:
+        # no pixel is covered twice: uint8(1 - gt) is 1 off-target and 0 on it, so the product is v
+        # exactly on the false positives
+        neg = np.count_nonzero(pred & ~union, axis=(1, 2)).astype(np.int64) * np.int64(v)
+    else:
+        count = np.zeros(pred.shape, dtype=np.uint8)
         for m in inst:
-            union |= m
-        neg = (pred & ~union).sum(axis=(1, 2), dtype=np.int64)
+            count += m.view(np.uint8)
+        prod = (np.uint8(1) - count) * (pred.view(np.uint8) * v)
+        neg = prod.sum(axis=(1, 2), dtype=np.uint64).astype(np.int64)
+    return robustness_from_counts(neg, pos, "parity")
+
+
+def robustness_from_counts(neg: np.ndarray, pos: np.ndarray, mode: RobustnessMode = "parity") -> np.ndarray:
+    """R per frame from false-positive counts ``neg`` and foreground counts ``pos``, both (T,) ints,
+    with each mode's arithmetic (see ``robustness``)."""
+    neg = np.asarray(neg, dtype=np.int64)
+    pos = np.asarray(pos, dtype=np.int64)
+    if mode == "corrected":
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.where(pos > 0, 1.0 - neg / np.maximum(pos, 1).astype(np.float64), np.where(neg == 0, 1.0, 0.0))
         return np.maximum(r, 0.0)
-    if mode != "parity":
-        raise ValueError(f"unknown robustness mode {mode!r} (parity or corrected)")
-    count = np.zeros(pred.shape, dtype=np.uint8)
-    for m in inst:
-        count += m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8)
-    v = np.uint8(pred_value & 0xFF)
-    if len(inst) <= 1 or count.max(initial=0) <= 1:
-        # no overlap: (1 - gt) is 1 off-target and 0 on it, so the product is v on false positives
-        neg = (pred & (count == 0)).sum(axis=(1, 2), dtype=np.int64) * np.int64(v)
-    else:
-        prod = (np.uint8(1) - count) * (pred.view(np.uint8) * v)
-        neg = prod.sum(axis=(1, 2), dtype=np.uint64).astype(np.int64)
     r = 1 - neg.astype(np.float64) / (pos.astype(np.float64) + 1e-6)
     return np.maximum(r, 0.0)
 

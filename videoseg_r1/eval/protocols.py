@@ -18,7 +18,10 @@ Protocols (all scores in percent in the summaries):
   multi-object -> union of targets), R averaged likewise; subsets referring (type 0), reasoning
   (type 1), overall = mean of the two subset values (type 2 excluded). The official script rounds each
   expression's percentages to 2 decimals before averaging; ``reference_rounding=True`` (the ReVOS
-  default) does the same so the summary equals the official one exactly.
+  default) does the same so the summary equals the official one exactly. R defaults to the official
+  uint8 arithmetic (``r_mode="parity"``, predictions taken as 0/1 masks; see ``metrics.robustness`` for
+  what differs, including the official script's x255 when it reads 0/255 PNGs); ``"corrected"`` counts
+  false positives against the union of the targets.
 * MeViS, Ref-YouTube-VOS (train), ReasonVOS: mean over expressions of the per-expression J and F.
 * Synthetic: the ReVOS protocol (no rounding) plus breakdowns by split, tier and difficulty level.
 * Ref-DAVIS17: per annotator set (exp ids 4k + a), the set's object masks are combined into one
@@ -42,7 +45,8 @@ import numpy as np
 
 from videoseg_r1.config import DIFFICULTY_TAU_EASY, DIFFICULTY_TAU_HARD
 from videoseg_r1.data.base import BenchmarkReader, Expression
-from videoseg_r1.eval.metrics import RobustnessMode, db_statistics, giou, ciou, iou_counts, jf, robustness
+from videoseg_r1.eval.metrics import (RobustnessMode, ciou, db_statistics, giou, iou_counts, jf, robustness,
+                                      robustness_from_counts)
 from videoseg_r1.masks import MaskError, rle_decode, union
 
 MissingPolicy = Literal["zero", "skip"]
@@ -163,12 +167,18 @@ def score_expression(reader: BenchmarkReader, store: PredictionStore, expr: Expr
     else:
         gt = reader.gt_masks(expr)
     pred = store.load(expr, frames, gt.shape[1:])
-    j_t, f_t = jf(pred, gt)
+    j_t, f_t, counts = jf(pred, gt, return_counts=True)
     r = None
     if has_r:
-        fore = reader.foreground_masks(expr.video)
-        if fore is not None:
-            r = float(robustness(pred, inst if inst is not None else [gt], fore, mode=options.r_mode).mean())
+        pos = reader.foreground_counts(expr.video)  # type: ignore[attr-defined]
+        if pos is not None:
+            if len(pos) != len(frames):
+                raise ValueError(f"foreground masks of {expr.video} have {len(pos)} frames, the video {len(frames)}")
+            if inst is not None and len(inst) > 1:  # targets may overlap: the full uint8 arithmetic
+                rob = robustness(pred, inst, reader.foreground_masks(expr.video), mode=options.r_mode)
+            else:  # false positives = |pred| - |pred ∩ gt|, from the counts J already made
+                rob = robustness_from_counts(counts.pred - counts.inter, pos, options.r_mode)
+            r = float(rob.mean())
     return ExpressionResult(j=float(j_t.mean()), f=float(f_t.mean()), r=r, num_frames=len(frames), **base)
 
 
