@@ -172,7 +172,9 @@ class VideoSegR1Pipeline:
 
                 if self.reasoner is None:
                     raise RuntimeError("this pipeline has no reasoner; build it with from_config()")
-                reasoning = reason(video, sampled, query, self.reasoner, self.config.reasoner)
+                # the reasoner's own config (== config.reasoner when loaded by from_config)
+                reasoning = reason(video, sampled, query, self.reasoner,
+                                   getattr(self.reasoner, "config", None) or self.config.reasoner)
                 prompts = reasoning.prompts
                 trace.reasoning_text = reasoning.text
                 trace.reasoning_tokens = int(reasoning.reasoning_tokens)
