@@ -64,6 +64,20 @@ class PredictionFileMissing(FileNotFoundError):
 # ----------------------------------------------------------------------------- predictions
 
 
+_IO_POOL: tuple[int, object] | None = None
+
+
+def _io_pool():
+    """A small thread pool for file decoding, one per process (pools do not survive a fork)."""
+    global _IO_POOL
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _IO_POOL is None or _IO_POOL[0] != os.getpid():
+        _IO_POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)))
+    return _IO_POOL[1]
+
+
 class PredictionStore:
     """Reads predicted masks from ``root`` (see the module docstring for the two layouts)."""
 
@@ -86,8 +100,14 @@ class PredictionStore:
         out = np.zeros((len(frames), *shape), dtype=bool)
         folder = self.folder(expr)
         if folder.is_dir():
-            for t, fr in enumerate(frames):
-                out[t] = self._read_png(folder / f"{fr}.png", shape)
+            def read(t: int) -> None:
+                out[t] = self._read_png(folder / f"{frames[t]}.png", shape)
+
+            if len(frames) >= 8:  # PNG decoding releases the GIL: read frames on a few threads
+                list(_io_pool().map(read, range(len(frames))))
+            else:
+                for t in range(len(frames)):
+                    read(t)
             return out
         path = self.json_path(expr)
         if not path.is_file():
