@@ -215,3 +215,26 @@ def test_stop_string_end(reasoner):
     n = reasoner._stop_string_end(ids)
     assert reasoner.tokenizer.decode(ids[:n]).endswith("</answer>")
     assert reasoner._stop_string_end(ids[:3]) == 3
+
+
+def test_grouped_vision_attention_equals_per_chunk_sdpa(tiny_path, frames):
+    """The grouped vision attention gives the vision tower's per-chunk SDPA result (images of two
+    sizes -> windows of several lengths, and a video) and is what the Reasoner enables."""
+    from videoseg_r1.reasoning import vision_attention as va
+
+    r = Reasoner.from_pretrained(tiny_path, ReasonerConfig(grouped_vision_attention=False))
+    assert r.model.model.visual.config._attn_implementation == "sdpa"
+    model, proc = r.model, r.processor
+    imgs = [frames[0][:, :56], np.ascontiguousarray(np.concatenate([frames[1], frames[2]], axis=1)[:, :112])]
+    inp = proc.image_processor(images=imgs, return_tensors="pt")
+    vid = proc.video_processor(videos=[np.stack(frames[:4])], return_tensors="pt")
+    with torch.no_grad():
+        ref_i = model.model.get_image_features(inp["pixel_values"], inp["image_grid_thw"], return_dict=True).pooler_output
+        ref_v = model.model.get_video_features(vid["pixel_values_videos"], vid["video_grid_thw"], return_dict=True).pooler_output
+        assert va.enable_grouped_vision_attention(model)
+        new_i = model.model.get_image_features(inp["pixel_values"], inp["image_grid_thw"], return_dict=True).pooler_output
+        new_v = model.model.get_video_features(vid["pixel_values_videos"], vid["video_grid_thw"], return_dict=True).pooler_output
+    for a, b in zip(list(ref_i) + list(ref_v), list(new_i) + list(new_v)):
+        assert torch.allclose(a, b, atol=1e-5)
+    r2 = Reasoner.from_pretrained(tiny_path)
+    assert r2.model.model.visual.config._attn_implementation == va.ATTN_NAME

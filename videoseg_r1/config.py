@@ -94,6 +94,7 @@ class ReasonerConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     decode_engine: str = "auto"  # "auto" | "generate" | "static" (fast engine on CUDA)
+    grouped_vision_attention: bool = True  # one SDPA per window size in the vision tower (same math)
     trust_remote_code: bool = False
     vision_cache_units: int = REASONER_VISION_CACHE_UNITS  # LRU bound of the vision-feature cache
     context_frame_size: int = REASONING_CONTEXT_FRAME_SIZE

@@ -291,6 +291,10 @@ class Reasoner(ReasonerBase):
         self._torch = torch
         self._vision_cache: OrderedDict[Hashable, Any] = OrderedDict()
         self._engine: Any = None  # DecodeEngine, False when unsupported, None before first use
+        if getattr(self.config, "grouped_vision_attention", True):
+            from videoseg_r1.reasoning.vision_attention import enable_grouped_vision_attention
+
+            enable_grouped_vision_attention(model)
         self.vision_cache_hits = 0
         self.vision_cache_misses = 0
         vp = getattr(processor, "video_processor", None) or processor.image_processor
