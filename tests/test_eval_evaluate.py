@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_data_readers import (FRAMES, TRACKS, make_mevis, make_reasonseg, make_reasonvos, make_revos,
+from test_data_readers import (FRAMES, make_mevis, make_reasonseg, make_reasonvos, make_revos,
                                make_ytvos)
 from videoseg_r1.cli import main
 from videoseg_r1.data.registry import get_reader
