@@ -97,6 +97,8 @@ def _remove_stale_temporaries(out: Path, expressions: list) -> None:
     for e in expressions:
         for tmp in (out / e.video).glob(f".{e.exp_id}.tmp*"):
             shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in (out / RUN_DIR / "traces" / e.video).glob(f".{e.exp_id}.json.tmp*"):
+            tmp.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,8 +156,9 @@ def run(args: argparse.Namespace) -> int:
                     if video_error is not None:
                         raise video_error
                     result = pipe(video, e.text)
-                    result.tracks.write_binary_pngs(out / e.video / e.exp_id, names)
+                    # the trace first: the mask folder's rename is what marks the expression done
                     atomic_write_json(out / RUN_DIR / "traces" / e.video / f"{e.exp_id}.json", result.trace.to_dict())
+                    result.tracks.write_binary_pngs(out / e.video / e.exp_id, names)
                     done += 1
                 except Exception as exc:
                     failures += 1
