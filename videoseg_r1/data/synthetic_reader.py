@@ -75,3 +75,11 @@ class SyntheticReader(RevosStyleReader):
         e.extra = dict(info)
         e.extra.setdefault("split", self.meta[video].get("_split", self.split))
         return e
+
+    def open_video(self, video: str):
+        """The frames at the generator's frame rate (``synthetic_meta.json``; frame folders carry none)."""
+        v = super().open_video(video)
+        fps = ((self.synthetic_meta.get("videos") or {}).get(video) or {}).get("fps")
+        if fps:
+            v.fps = float(fps)
+        return v
