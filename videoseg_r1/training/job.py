@@ -19,7 +19,7 @@ from videoseg_r1.config import (
     GRPO_BATCH_SIZE,
     GRPO_GROUP_SIZE,
     RewardConfig,
-    config_from_dict,
+    load_config,
 )
 from videoseg_r1.training.samples import SampleConfig
 
@@ -88,40 +88,9 @@ class TrainJobConfig:
     trainer: dict[str, Any] = field(default_factory=dict)
 
 
-def _fill(cls, data, where):
-    """Strict dataclass fill that accepts the free-form ``trainer`` dict and a dict for target_modules."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown option(s) {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            sub = type(default)
-            kwargs[name] = _fill(sub, value, f"{where}.{name}") if sub in (LoraSettings, DataSettings) \
-                else config_from_dict(sub, value, f"{where}.{name}")
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
 def load_job_config(path: str | Path | None, **overrides: Any) -> TrainJobConfig:
     """Read a YAML job file (or defaults when ``path`` is None), then apply non-None ``overrides``."""
-    import yaml
-
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"training config {path} is not valid YAML: {exc}") from None
-    cfg = _fill(TrainJobConfig, data, str(path or "config"))
+    cfg = load_config(path, TrainJobConfig) if path is not None else TrainJobConfig()
     for key, value in overrides.items():
         if value is None:
             continue
