@@ -18,7 +18,6 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from videoseg_r1.masks import davis_palette
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
@@ -307,13 +306,14 @@ class ArrayVideo(Video):
 
 # ----------------------------------------------------------------------------- overlays
 
-_PALETTE = davis_palette()
+# Bright, distinct overlay colours (the DAVIS palette's first colours are too dark to see on video).
+_OVERLAY_COLORS = [(255, 40, 40), (40, 220, 60), (50, 120, 255), (255, 220, 0), (255, 0, 255),
+                   (0, 230, 230), (255, 140, 0), (160, 80, 255), (255, 255, 255), (120, 255, 160)]
 
 
 def object_color(obj_id: int) -> tuple[int, int, int]:
-    """RGB colour of an object id (DAVIS palette, so overlays match palette PNGs)."""
-    c = _PALETTE[int(obj_id) % 255 or 1]
-    return int(c[0]), int(c[1]), int(c[2])
+    """RGB overlay colour of an object id (1 -> red, 2 -> green, 3 -> blue, ...)."""
+    return _OVERLAY_COLORS[(int(obj_id) - 1) % len(_OVERLAY_COLORS)]
 
 
 def draw_overlay(frame: np.ndarray, masks: Mapping[int, np.ndarray] | None = None,
@@ -337,6 +337,7 @@ def draw_overlay(frame: np.ndarray, masks: Mapping[int, np.ndarray] | None = Non
         if m.shape != (h, w):
             m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (255, 255, 255), 2)
         cv2.drawContours(out, contours, -1, object_color(obj_id), 1)
     for obj_id, box in (boxes_xyxy or {}).items():
         x1, y1, x2, y2 = (int(round(v)) for v in box)
