@@ -10,6 +10,10 @@ frame exactly once (:func:`propagation_order`). :func:`collect_tracks` merges th
 while the device works, a chunk of upcoming frames is key-encoded in one batch (keys do not depend
 on memory), the key frame is encoded once and its memory state is cloned for the backward pass, and
 on CUDA the mask copies to the host are asynchronous so the host never waits on the GPU per frame.
+On CUDA the fixed-shape parts of the loop (key encoder, value encoder, decoder) are replayed from CUDA
+graphs (:mod:`videoseg_r1.segmentation.xmem.graphs`) and the last, partial chunk of each direction is
+padded to ``key_batch`` frames, so that every key-encoder call has the same shape (one graph, no
+cudnn re-tuning for a new batch size).
 Only one direction's memory is alive at a time, and XMem's memory is bounded (SPEC §1 stage 3), so
 device memory does not grow with the number of frames.
 """
@@ -91,11 +95,14 @@ def check_key_masks(video: Video, key_frame_idx: int, key_masks: Mapping[int, np
 class _ChunkPrefetcher:
     """Decodes frames ``indices`` of a video in a background thread, in chunks of ``chunk`` frames.
 
-    Iterating yields (frame indices, uint8 array (B, H, W, 3)); at most two chunks wait in memory."""
+    Iterating yields (frame indices, uint8 array (B, H, W, 3)); at most two chunks wait in memory.
+    ``pin``: the thread also copies each chunk into page-locked memory (a uint8 torch tensor), ready
+    for an asynchronous upload, so the consuming thread does not pay for that copy."""
 
-    def __init__(self, video: Video, start: int, stop: int, step: int, chunk: int):
+    def __init__(self, video: Video, start: int, stop: int, step: int, chunk: int, pin: bool = False):
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._stop = threading.Event()
+        self._pin = pin
         self._args = (video, start, stop, step, max(1, chunk))
         self._thread = threading.Thread(target=self._work, daemon=True)
         self._thread.start()
@@ -117,14 +124,25 @@ class _ChunkPrefetcher:
                 indices.append(idx)
                 frames.append(frame)
                 if len(frames) == chunk:
-                    if not self._put((indices, np.stack(frames))):
+                    if not self._put((indices, self._pack(frames))):
                         return
                     indices, frames = [], []
             if frames:
-                self._put((indices, np.stack(frames)))
+                self._put((indices, self._pack(frames)))
             self._put(None)
         except BaseException as exc:  # surfaced in the consumer thread
             self._put(exc)
+
+    def _pack(self, frames: list[np.ndarray]):
+        if not self._pin:
+            return np.stack(frames)
+        import torch
+
+        out = torch.empty((len(frames), *np.shape(frames[0])), dtype=torch.uint8, pin_memory=True)
+        dst = out.numpy()
+        for i, frame in enumerate(frames):
+            dst[i] = frame
+        return out
 
     def __iter__(self) -> Iterator[tuple[list[int], np.ndarray]]:
         try:
@@ -196,11 +214,14 @@ class XMemPropagator:
     ``config.checkpoint``, a path or URL of the official release file). ``dtype``: "auto" -> bf16
     weights on CUDA, fp32 on CPU (memory keys and the affinity stay fp32 either way).
     ``key_batch`` frames are key-encoded per batch. ``directions``: "both", "forward" or "backward".
+    ``cuda_graphs`` (default: on for CUDA) replays the fixed-shape network parts from CUDA graphs;
+    ``pad_key_batch`` (default: with ``cuda_graphs``) pads a partial last chunk to ``key_batch`` frames.
     """
 
     def __init__(self, network=None, config: PropagatorConfig | None = None, *, device: str | None = None,
                  dtype: str | None = None, key_batch: int = DEFAULT_KEY_BATCH, directions: str = "both",
-                 channels_last: bool | None = None, output_lag: int = DEFAULT_OUTPUT_LAG):
+                 channels_last: bool | None = None, output_lag: int = DEFAULT_OUTPUT_LAG,
+                 cuda_graphs: bool | None = None, pad_key_batch: bool | None = None):
         import torch
 
         from videoseg_r1.segmentation.xmem import InferenceConfig, InferenceCore, MemoryConfig, load_xmem
@@ -226,19 +247,29 @@ class XMemPropagator:
         memory = MemoryConfig(top_k=c.top_k, min_mid_term_frames=c.min_mid_term_frames,
                               max_mid_term_frames=c.max_mid_term_frames, num_prototypes=c.num_prototypes,
                               max_long_term_elements=c.max_long_term_elements)
+        is_cuda = torch.device(self.device).type == "cuda"
+        self.cuda_graphs = is_cuda if cuda_graphs is None else bool(cuda_graphs)
+        self.pad_key_batch = self.cuda_graphs if pad_key_batch is None else bool(pad_key_batch)
         self.core = InferenceCore(network, InferenceConfig(mem_every=c.mem_every, short_side=c.short_side,
-                                                           memory=memory))
+                                                           memory=memory), cuda_graphs=self.cuda_graphs)
         self.last_stats: dict[str, float] = {}
 
-    def _upload(self, frames: np.ndarray, geometry):
-        """uint8 (B, H, W, 3) on the host -> prepared images (B, 3, Hp, Wp) on the device."""
+    def _upload(self, frames, geometry, pad: bool = False):
+        """uint8 (B, H, W, 3) on the host (array or tensor) -> prepared images (B', 3, Hp, Wp) on the
+        device; ``pad``: B' = ``key_batch`` (a shorter batch is padded by repeating its last frame)."""
         import torch
 
         from videoseg_r1.segmentation.xmem.inference import prepare_images
 
-        t = torch.from_numpy(np.ascontiguousarray(frames))
+        t = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
         if torch.device(self.device).type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
+            if not t.is_pinned():
+                t = t.pin_memory()
+            t = t.to(self.device, non_blocking=True)
+        else:
+            t = t.to(self.device)
+        if pad and t.shape[0] < self.key_batch:  # repeat the last frame; its encodings are dropped
+            t = torch.cat([t, t[-1:].expand(self.key_batch - t.shape[0], *t.shape[1:])])
         images = prepare_images(t, geometry, self.dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -246,11 +277,14 @@ class XMemPropagator:
 
     def _run(self, state, video: Video, start: int, stop: int, step: int, geometry, emitter: _MaskEmitter,
              out_hw: tuple[int, int]) -> Iterator[tuple[int, Masks]]:
+        import torch
+
         from videoseg_r1.segmentation.xmem.inference import probabilities_to_labels
 
         last = stop - step
-        for indices, frames in _ChunkPrefetcher(video, start, stop, step, self.key_batch):
-            feats = self.core.encode_frames(self._upload(frames, geometry))
+        pin = torch.device(self.device).type == "cuda"
+        for indices, frames in _ChunkPrefetcher(video, start, stop, step, self.key_batch, pin=pin):
+            feats = self.core.encode_frames(self._upload(frames, geometry, pad=self.pad_key_batch))
             for frame_idx, feat in zip(indices, feats):
                 prob = self.core.step(state, feat, end=frame_idx == last)
                 labels = probabilities_to_labels(prob, geometry, out_hw)

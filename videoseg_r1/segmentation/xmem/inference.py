@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from videoseg_r1.config import XMEM_MEM_EVERY, XMEM_SHORT_SIDE
-from videoseg_r1.segmentation.xmem.memory import MemoryConfig, MemoryManager
+from videoseg_r1.segmentation.xmem.graphs import GraphedCallable
+from videoseg_r1.segmentation.xmem.memory import MemoryConfig, MemoryManager, query_augment
 from videoseg_r1.segmentation.xmem.network import XMem, aggregate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,7 +41,8 @@ class FrameFeatures:
     """Everything ``step`` needs from one frame, computed without memory (all batch 1).
 
     image (1, 3, H, W) normalised; key (1, Ck, h, w); shrinkage (1, 1, h, w); selection (1, Ck, h, w);
-    f16 (1, C16, h, w), f8 (1, C8, 2h, 2w), f4 (1, C4, 4h, 4w).
+    f16 (1, C16, h, w), f8 (1, C8, 2h, 2w), f4 (1, C4, 4h, 4w); query_aug (1, h*w, 2Ck+1) float32 or
+    None (the query side of the affinity, :func:`~videoseg_r1.segmentation.xmem.memory.query_augment`).
     """
 
     image: torch.Tensor
@@ -50,6 +52,7 @@ class FrameFeatures:
     f16: torch.Tensor
     f8: torch.Tensor
     f4: torch.Tensor
+    query_aug: torch.Tensor | None = None
 
 
 @dataclass
@@ -109,11 +112,22 @@ def make_geometry(height: int, width: int, short_side: int | None) -> Geometry:
     return Geometry((height, width), (rh, rw), (pw // 2, ph // 2, pw - pw // 2, ph - ph // 2))
 
 
+_NORMALISATION: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std (1, 3, 1, 1) on ``device``, made once: building them per call copies
+    from pageable host memory, which blocks the host until the GPU has drained its queue."""
+    if device not in _NORMALISATION:
+        _NORMALISATION[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+                                  torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+    return _NORMALISATION[device]
+
+
 def prepare_images(frames_u8: torch.Tensor, geometry: Geometry, dtype: torch.dtype) -> torch.Tensor:
     """frames (B, H_in, W_in, 3) uint8 on the device -> (B, 3, H, W) normalised, resized, padded."""
     x = frames_u8.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = _normalisation(x.device)
     x = (x - mean) / std
     if tuple(x.shape[-2:]) != geometry.resized_hw:
         down = geometry.resized_hw[0] < x.shape[-2]
@@ -147,22 +161,49 @@ def probabilities_to_labels(prob_with_bg: torch.Tensor, geometry: Geometry,
 
 
 class InferenceCore:
-    """Runs the XMem network over a stream of frames for one state at a time."""
+    """Runs the XMem network over a stream of frames for one state at a time.
 
-    def __init__(self, network: XMem, config: InferenceConfig | None = None):
+    ``cuda_graphs``: replay the fixed-shape parts (key encoder, value encoder, decoder with the soft
+    aggregation) from CUDA graphs captured on first use (:mod:`.graphs`); only has an effect on CUDA
+    tensors. ``graph_capture=False`` runs those parts through the same static buffers without
+    capturing (for tests on the CPU).
+    """
+
+    def __init__(self, network: XMem, config: InferenceConfig | None = None, *, cuda_graphs: bool = False,
+                 graph_capture: bool = True):
         self.network = network
         self.config = config or InferenceConfig()
+        opts = dict(enabled=cuda_graphs, capture=graph_capture)
+        self.graphed_key = GraphedCallable(self._encode_key_fn, "xmem.encode_key", max_graphs=4, **opts)
+        self.graphed_value = GraphedCallable(self._encode_value_fn, "xmem.encode_value", max_graphs=4, **opts)
+        self.graphed_segment = GraphedCallable(self._segment_fn, "xmem.segment", max_graphs=8, **opts)
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.network.parameters()).dtype
 
+    # -- the fixed-shape parts (graph-captured on CUDA when cuda_graphs is on)
+    def _encode_key_fn(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        key, shrinkage, selection, f16, f8, f4 = self.network.encode_key(images)
+        return key, shrinkage, selection, f16, f8, f4, query_augment(key, selection)
+
+    def _encode_value_fn(self, image: torch.Tensor, f16: torch.Tensor, hidden: torch.Tensor | None,
+                         masks: torch.Tensor, deep_update: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.network.encode_value(image, f16, hidden, masks, deep_update=deep_update)
+
+    def _segment_fn(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor, readout: torch.Tensor,
+                    hidden: torch.Tensor | None, update_hidden: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        hidden, _, prob = self.network.segment(f16, f8, f4, readout, hidden, update_hidden=update_hidden)
+        return hidden, prob
+
     @torch.inference_mode()
     def encode_frames(self, images: torch.Tensor) -> list[FrameFeatures]:
         """images (B, 3, H, W) prepared -> B FrameFeatures (one batched key-encoder pass)."""
-        key, shrinkage, selection, f16, f8, f4 = self.network.encode_key(images.to(self.dtype))
+        images = images.to(self.dtype)
+        key, shrinkage, selection, f16, f8, f4, query_aug = self.graphed_key(images)
         return [FrameFeatures(images[i:i + 1], key[i:i + 1], shrinkage[i:i + 1], selection[i:i + 1],
-                              f16[i:i + 1], f8[i:i + 1], f4[i:i + 1]) for i in range(images.shape[0])]
+                              f16[i:i + 1], f8[i:i + 1], f4[i:i + 1], query_aug[i:i + 1])
+                for i in range(images.shape[0])]
 
     def new_state(self, num_objects: int) -> XMemState:
         return XMemState(num_objects=num_objects, memory=MemoryManager(self.config.memory))
@@ -188,9 +229,10 @@ class InferenceCore:
         n = state.num_objects
         prob = None
         if not first:
-            readout = state.memory.match(frame.key[0], frame.selection[0], n).unsqueeze(0).to(dtype)
-            hidden, _, prob_b = net.segment(frame.f16, frame.f8, frame.f4, readout, state.hidden,
-                                            update_hidden=normal_update)
+            query_aug = None if frame.query_aug is None else frame.query_aug[0]
+            readout = state.memory.match(frame.key[0], frame.selection[0], n, query_aug).unsqueeze(0).to(dtype)
+            hidden, prob_b = self.graphed_segment(frame.f16, frame.f8, frame.f4, readout, state.hidden,
+                                                  normal_update)
             prob = prob_b[0]
             if normal_update:
                 state.hidden = hidden
@@ -201,8 +243,8 @@ class InferenceCore:
                 h, w = frame.key.shape[-2:]
                 state.hidden = torch.zeros(1, n, net.hidden_dim, h, w, device=frame.key.device, dtype=dtype)
         if is_mem_frame:
-            value, hidden = net.encode_value(frame.image.to(dtype), frame.f16, state.hidden,
-                                             prob[1:].unsqueeze(0).to(dtype), deep_update=deep_update)
+            value, hidden = self.graphed_value(frame.image.to(dtype), frame.f16, state.hidden,
+                                               prob[1:].unsqueeze(0).to(dtype), deep_update)
             state.memory.add(frame.key[0], frame.shrinkage[0], value[0], frame.selection[0])
             state.last_mem_frame = state.frame_count
             if deep_update and hidden is not None:
