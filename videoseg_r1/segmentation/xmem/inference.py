@@ -14,6 +14,7 @@ Shapes: B frames, N objects, (H, W) padded processing size (multiple of 16), (h,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -160,6 +161,25 @@ def probabilities_to_labels(prob_with_bg: torch.Tensor, geometry: Geometry,
 # ------------------------------------------------------------------------------------- core
 
 
+# -- the fixed-shape parts of a step (graph-captured on CUDA when InferenceCore's cuda_graphs is on)
+
+
+def _encode_key_fn(network: XMem, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    key, shrinkage, selection, f16, f8, f4 = network.encode_key(images)
+    return key, shrinkage, selection, f16, f8, f4, query_augment(key, selection)
+
+
+def _encode_value_fn(network: XMem, image: torch.Tensor, f16: torch.Tensor, hidden: torch.Tensor | None,
+                     masks: torch.Tensor, deep_update: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return network.encode_value(image, f16, hidden, masks, deep_update=deep_update)
+
+
+def _segment_fn(network: XMem, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor, readout: torch.Tensor,
+                hidden: torch.Tensor | None, update_hidden: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    hidden, _, prob = network.segment(f16, f8, f4, readout, hidden, update_hidden=update_hidden)
+    return hidden, prob
+
+
 class InferenceCore:
     """Runs the XMem network over a stream of frames for one state at a time.
 
@@ -174,27 +194,16 @@ class InferenceCore:
         self.network = network
         self.config = config or InferenceConfig()
         opts = dict(enabled=cuda_graphs, capture=graph_capture)
-        self.graphed_key = GraphedCallable(self._encode_key_fn, "xmem.encode_key", max_graphs=4, **opts)
-        self.graphed_value = GraphedCallable(self._encode_value_fn, "xmem.encode_value", max_graphs=4, **opts)
-        self.graphed_segment = GraphedCallable(self._segment_fn, "xmem.segment", max_graphs=8, **opts)
+        # partials of module-level functions, not bound methods: no reference cycle through the core,
+        # so a dropped core frees its graphs' GPU memory at once
+        self.graphed_key = GraphedCallable(partial(_encode_key_fn, network), "xmem.encode_key", max_graphs=4, **opts)
+        self.graphed_value = GraphedCallable(partial(_encode_value_fn, network), "xmem.encode_value", max_graphs=4,
+                                             **opts)
+        self.graphed_segment = GraphedCallable(partial(_segment_fn, network), "xmem.segment", max_graphs=8, **opts)
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.network.parameters()).dtype
-
-    # -- the fixed-shape parts (graph-captured on CUDA when cuda_graphs is on)
-    def _encode_key_fn(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        key, shrinkage, selection, f16, f8, f4 = self.network.encode_key(images)
-        return key, shrinkage, selection, f16, f8, f4, query_augment(key, selection)
-
-    def _encode_value_fn(self, image: torch.Tensor, f16: torch.Tensor, hidden: torch.Tensor | None,
-                         masks: torch.Tensor, deep_update: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.network.encode_value(image, f16, hidden, masks, deep_update=deep_update)
-
-    def _segment_fn(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor, readout: torch.Tensor,
-                    hidden: torch.Tensor | None, update_hidden: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-        hidden, _, prob = self.network.segment(f16, f8, f4, readout, hidden, update_hidden=update_hidden)
-        return hidden, prob
 
     @torch.inference_mode()
     def encode_frames(self, images: torch.Tensor) -> list[FrameFeatures]:
