@@ -475,7 +475,8 @@ class Reasoner(ReasonerBase):
     # ---------------------------------------------------------------- generation
     def prepare(self, text: str, frames: Sequence[np.ndarray] = (), *, as_video: bool = True,
                 timestamps_s: Sequence[float] | None = None, frame_size_hw: tuple[int, int] | None = None):
-        """Processor inputs (batch 1, CPU tensors), the prompt text and the (H, W) of each frame.
+        """Processor inputs (batch 1; pixels on the model's GPU when it has one), the prompt text and
+        the (H, W) of each frame.
 
         Frames are resized to ``frame_size_hw`` (or kept at their own size) snapped to the vision
         grid; a video uses the first frame's size for all frames. The processor is told to keep
@@ -506,6 +507,8 @@ class Reasoner(ReasonerBase):
             else:
                 kwargs["images"] = frames
                 kwargs["images_kwargs"] = {"size": pixels}
+            if self.device.type == "cuda":  # normalise and patchify on the GPU, not on the host
+                kwargs["videos_kwargs" if as_video else "images_kwargs"]["device"] = str(self.device)
         inputs = self.processor(**kwargs)
         return inputs, prompt, sizes
 
