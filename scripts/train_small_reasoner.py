@@ -190,8 +190,6 @@ def ensure_model(args: argparse.Namespace, out: Path) -> Path:
 
 
 def set_dotted(cfg: dict, item: str) -> None:
-    import yaml
-
     if "=" not in item:
         raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
     key, value = item.split("=", 1)
@@ -201,13 +199,9 @@ def set_dotted(cfg: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SystemExit(f"--set {key}: {part} is not a mapping")
-    parsed = yaml.safe_load(value)
-    if isinstance(parsed, str):  # YAML 1.1 reads '2e-3' (no dot) as a string
-        try:
-            parsed = float(parsed)
-        except ValueError:
-            pass
-    node[parts[-1]] = parsed
+    from videoseg_r1.config import yaml_load as load_text
+
+    node[parts[-1]] = load_text(value)  # reads '2e-3' as a float too
 
 
 def resolve_job(path: str, sets: list[str], model: Path, out_file: Path) -> dict:
@@ -223,9 +217,9 @@ def resolve_job(path: str, sets: list[str], model: Path, out_file: Path) -> dict
 
 
 def yaml_load(path: Path) -> dict:
-    import yaml
+    from videoseg_r1.config import yaml_load as load_text
 
-    return yaml.safe_load(Path(path).read_text()) or {}
+    return load_text(Path(path).read_text()) or {}
 
 
 def samples_cache(out: Path, cfg: dict, data_root: Path, max_samples: int | None) -> Path:

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from videoseg_r1.config import PipelineConfig

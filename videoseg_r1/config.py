@@ -182,6 +182,26 @@ def config_from_dict(cls: type, data: dict[str, Any], where: str = "config") -> 
     return _fill(cls, data, where)
 
 
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5``)."""
+    import re
+
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+        list("-+0123456789."))
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_config(path: str | Path, cls: type = PipelineConfig) -> Any:
     """Read a YAML file into ``cls``; a missing or malformed file gets a clear error."""
     import yaml
@@ -190,7 +210,7 @@ def load_config(path: str | Path, cls: type = PipelineConfig) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
     return _fill(cls, data, str(path))

@@ -23,7 +23,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from videoseg_r1.config import PipelineConfig, load_config, resolve_device
+from videoseg_r1.config import PipelineConfig, load_config
 from videoseg_r1.results import MaskTracks
 from videoseg_r1.types import ObjectPrompt, SampledFrames, Trace
 from videoseg_r1.video import Video, open_video

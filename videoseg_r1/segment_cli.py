@@ -10,7 +10,6 @@ looks complete.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys

@@ -48,8 +48,8 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -60,7 +60,8 @@ import ast
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from videoseg_r1.config import MODEL_INPUT_SIZE
@@ -214,7 +215,9 @@ def _loads(candidate: str) -> tuple[Any, bool]:
     except (ValueError, RecursionError):
         pass
     try:  # ast.literal_eval evaluates literals only (no names, no calls): safe on model text
-        return ast.literal_eval(no_trailing), True
+        with warnings.catch_warnings():  # e.g. "invalid decimal literal" on garbage text
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return ast.literal_eval(no_trailing), True
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None, False
 

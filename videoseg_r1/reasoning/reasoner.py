@@ -515,7 +515,6 @@ class Reasoner(ReasonerBase):
     def generate(self, text, frames=(), *, as_video=True, timestamps_s=None, frame_keys=None,
                  frame_size_hw=None, num_samples=1, do_sample=None, temperature=None, top_p=None,
                  max_new_tokens=None) -> GenerationOutput:
-        torch = self._torch
         cfg = self.config
         do_sample = cfg.do_sample if do_sample is None else do_sample
         if num_samples < 1:

@@ -8,7 +8,6 @@ defaults — the paper's setup — are applied. Read by ``training.grpo``, ``tra
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
