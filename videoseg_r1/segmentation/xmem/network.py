@@ -611,7 +611,18 @@ def _read_checkpoint(path_or_url: str | Path) -> dict[str, torch.Tensor]:
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"XMem checkpoint not found: {path} (give the path of XMem.pth or XMem-s012.pth)")
+    if path.suffix == ".safetensors":  # our trained small models (scripts/train_small_xmem.py): same flat names
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise ValueError(f"{path} is not a readable safetensors file: {type(exc).__name__}: {exc}") from None
     try:
+        if path.suffix == ".safetensors":  # how the small shipped XMem is stored (models/)
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle garbage, non-tensor payload
         raise ValueError(f"{path} is not a readable XMem checkpoint (truncated or not a PyTorch file?): "
@@ -619,7 +630,8 @@ def _read_checkpoint(path_or_url: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_xmem(path_or_url: str | Path, device: str | torch.device = "cpu") -> XMem:
-    """Read an official XMem checkpoint (local path or URL, ``weights_only=True``), convert a
+    """Read an official XMem checkpoint (local path or URL, ``weights_only=True``; or a ``.safetensors``
+    file with the same flat names, as written by ``scripts/train_small_xmem.py``), convert a
     single-object one, build the matching network, load it strictly and return it in eval mode."""
     state = _read_checkpoint(path_or_url)
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
