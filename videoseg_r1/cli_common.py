@@ -9,11 +9,15 @@ import shutil
 from pathlib import Path
 
 from videoseg_r1.config import PipelineConfig, load_config
+from videoseg_r1.presets import MODELS_ENV, PRESETS
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and devices")
     g.add_argument("--config", help="YAML file filling PipelineConfig (flags below override it)")
+    g.add_argument("--preset", choices=sorted(PRESETS),
+                   help="named set of models + settings, e.g. synthetic-small (models/<preset>/ in the checkout "
+                   f"or under ${MODELS_ENV}); flags below override it")
     g.add_argument("--reasoner", help="reasoning model: hub id or local folder (default Qwen/Qwen2.5-VL-7B-Instruct)")
     g.add_argument("--sam2", help="SAM2 model: hub id or folder (default facebook/sam2.1-hiera-large)")
     g.add_argument("--xmem", help="XMem checkpoint: path or URL of XMem.pth (default: the official release)")
@@ -27,7 +31,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
-    cfg = load_config(args.config) if getattr(args, "config", None) else PipelineConfig()
+    preset = getattr(args, "preset", None)
+    if preset and getattr(args, "config", None):
+        raise ValueError("give either --preset or --config, not both (flags still override either one)")
+    if preset:
+        from videoseg_r1.presets import preset_config
+
+        # models named by flag are not looked up (they need not exist in the preset folder)
+        given = tuple(c for c in ("reasoner", "sam2", "xmem") if getattr(args, c, None))
+        cfg = preset_config(preset, skip=given)
+    else:
+        cfg = load_config(args.config) if getattr(args, "config", None) else PipelineConfig()
     r, s, pr = cfg.reasoner, cfg.segmenter, cfg.propagator
     if args.reasoner:
         r = dataclasses.replace(r, model=args.reasoner)
