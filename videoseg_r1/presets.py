@@ -64,8 +64,10 @@ SMALL_HTFS_MAX_FRAMES_SHOWN = 16  # half of the 32 frames of a synthetic trainin
 SMALL_HTFS_INTERVAL_SAMPLES = 5  # K unchanged: the K answers share one batched generate call, cheap
 SMALL_HTFS_POSITION_SAMPLES = 5  # unchanged (M = 3 of them averaged), same reason
 SMALL_HTFS_MAX_ROUNDS = 2  # 3 by default: a 32-64 frame video needs at most 2 halvings to reach δ·T
-SMALL_SHORT_SIDE = 240  # propagation at the synthetic videos' native height (480 would upsample 2x
-#   and quadruple XMem's cost for no detail)
+SMALL_SHORT_SIDE = 128  # propagation at the small XMem's training scale (scripts/train_small_xmem.py
+#   trains on 160x128 synthetic clips, shapes sized relative to the frame): a 320x240 video is
+#   propagated at 171x128, the same object scale, and 3.5x cheaper than the native 240 (480, the
+#   official default, would upsample 2x); masks are resized back to the video's size
 
 
 def _synthetic_small_settings(cfg):
@@ -88,8 +90,10 @@ PRESETS: dict[str, Preset] = {
         train_commands={
             "reasoner": "python scripts/train_small_reasoner.py --out runs/small_reasoner --init "
                         "(then copy runs/small_reasoner/grpo/final to {dest}/reasoner)",
-            "sam2": "python scripts/train_small_sam2.py (then copy its final/ folder to {dest}/sam2)",
-            "xmem": "python scripts/train_small_xmem.py (then copy its weights to {dest}/xmem.safetensors)",
+            "sam2": "python scripts/train_small_sam2.py --out runs/small_sam2 "
+                    "(then copy runs/small_sam2/final to {dest}/sam2)",
+            "xmem": "python scripts/train_small_xmem.py --out runs/small_xmem "
+                    "(then copy runs/small_xmem/final/xmem.safetensors to {dest}/xmem.safetensors)",
         },
         settings=_synthetic_small_settings,
     ),

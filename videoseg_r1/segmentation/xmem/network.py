@@ -619,10 +619,6 @@ def _read_checkpoint(path_or_url: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise ValueError(f"{path} is not a readable safetensors file: {type(exc).__name__}: {exc}") from None
     try:
-        if path.suffix == ".safetensors":  # how the small shipped XMem is stored (models/)
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle garbage, non-tensor payload
         raise ValueError(f"{path} is not a readable XMem checkpoint (truncated or not a PyTorch file?): "
