@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from videoseg_r1.training.segmenter_training import (IMAGENET_MEAN, IMAGENET_STD, autocast, latest_checkpoint,  # noqa: F401
+from videoseg_r1.training.segmenter_training import (IMAGENET_MEAN, IMAGENET_STD, autocast,
                                                      log, lr_at, make_loader, parse_size, resolve_resume,
                                                      resolve_training_device, save_checkpoint, visible_objects,
                                                      write_json)
@@ -128,6 +128,13 @@ def read_memory(query_key, query_selection, mem_key, mem_shrinkage, mem_value):
 
     query_key/selection (B, Ck, h, w); mem_key (B, Ck, T, h, w); mem_shrinkage (B, 1, T, h, w);
     mem_value (B, N, Cv, T, h, w) -> readout (B, N, Cv, h, w). Anisotropic L2 similarity (XMem eq. 3)."""
+    import torch
+
+    with torch.autocast(query_key.device.type, enabled=False):  # the affinity stays float32 under bf16 autocast
+        return _read_memory_fp32(query_key, query_selection, mem_key, mem_shrinkage, mem_value)
+
+
+def _read_memory_fp32(query_key, query_selection, mem_key, mem_shrinkage, mem_value):
     import torch
 
     b, ck, h, w = query_key.shape
