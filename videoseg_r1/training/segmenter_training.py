@@ -92,6 +92,88 @@ def save_checkpoint(out: Path, step: int, payload: dict, keep: int = 2) -> Path:
     return path
 
 
+def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], None], state: dict | None,
+                 model_config: dict, dataset, loss_fn: Callable, eval_fn: Callable[[], float], eval_key: str,
+                 save_final: Callable[[dict], Path], ckpt_path: Path | None = None) -> dict:
+    """The loop both small-segmenter trainers share: AdamW (no weight decay on 1-D parameters),
+    warm-up + cosine learning rate, gradient clipping, a log row every ``log_every`` steps, validation
+    (``eval_fn`` -> one number stored as ``eval_key``) every ``eval_every``, checkpoints every
+    ``save_every`` and when ``max_minutes`` runs out (run again to continue), ``final/`` via
+    ``save_final(info)`` once ``steps`` are done. ``loss_fn(batch, step) -> (loss, {term: value})``.
+    Returns the summary (also ``out/summary.json``)."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    step, history = 0, {"train": [], "valid": []}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, history = int(state["step"]), state["history"]
+        say(f"resumed from {ckpt_path} at step {step}")
+    n_params = count_parameters(model)
+    t_start, acc, n_acc, stopped_early = time.perf_counter(), {}, 0, False
+
+    def checkpoint():
+        save_checkpoint(out, step, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                    "history": history, "model_config": model_config}, cfg.keep_checkpoints)
+        write_json(out / "train_log.json", history)
+
+    if step < cfg.steps:
+        for batch in make_loader(dataset, cfg.batch_size, step, cfg.steps - step, cfg.workers):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+            loss, terms = loss_fn(batch, step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            for k, v in terms.items():
+                acc[k] = acc.get(k, 0.0) + float(v)
+            n_acc += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, "lr": opt.param_groups[0]["lr"], **{k: v / n_acc for k, v in acc.items()},
+                       "elapsed_s": round(time.perf_counter() - t_start, 2)}
+                history["train"].append(row)
+                say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                acc, n_acc = {}, 0
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                value = eval_fn()
+                history["valid"].append({"step": step, eval_key: value})
+                say(f"step {step}: valid {eval_key} {value:.4f}")
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                checkpoint()
+            if cfg.max_minutes and time.perf_counter() - t_start > cfg.max_minutes * 60 and step < cfg.steps:
+                checkpoint()
+                stopped_early = True
+                say(f"time limit reached at step {step}; run the same command again to continue")
+                break
+    write_json(out / "train_log.json", history)
+    summary = {"step": step, "steps": cfg.steps, "parameters": n_params, "done": step >= cfg.steps,
+               f"final_valid_{eval_key.lower()}": history["valid"][-1][eval_key] if history["valid"] else None,
+               "last_train": history["train"][-1] if history["train"] else None,
+               "seconds_this_call": round(time.perf_counter() - t_start, 1), "device": device}
+    if step >= cfg.steps and not stopped_early:
+        final = save_final({**summary, "config": asdict(cfg), "history": history})
+        summary["final"] = str(final)
+        say(f"final model written to {final}")
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def load_training_state(path: Path | None):
+    """A checkpoint of ours (tensors, numbers, strings, lists, dicts): loaded with weights_only=True."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True) if path else None
+
+
 def write_json(path: Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -481,87 +563,30 @@ def save_sam2_final(model, processor, folder: Path, save_dtype: str, info: dict)
 
 def train_sam2(cfg: Sam2TrainConfig, progress: Callable[[str], None] | None = None) -> dict:
     """Train (or resume) the small SAM2; returns a summary dict (also written to ``out/summary.json``)."""
-    import torch
-
     say = progress or (lambda m: log("train_small_sam2", m))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_training_device(cfg.device)
     size_wh = parse_size(cfg.data_size)
     ckpt_path = resolve_resume(out, cfg.resume)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+    state = load_training_state(ckpt_path)
     if state is not None:
         cfg.model = SmallSam2Config.from_dict(state["model_config"])  # the architecture is fixed at step 0
     model, processor = build_small_sam2(cfg.model, cfg.seed)
     model.to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
-    step, history = 0, {"train": [], "valid": []}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, history = int(state["step"]), state["history"]
-        say(f"resumed from {ckpt_path} at step {step}")
     n_params = count_parameters(model)
     say(f"small SAM2: {n_params / 1e6:.2f} M parameters, input {cfg.model.image_size}px, device {device}")
     write_json(out / "run.json", {"config": asdict(cfg), "parameters": n_params})
     val = build_sam2_validation(cfg.seed, cfg.model.image_size, cfg.val_samples, size_wh, cfg.video_frames)
     dataset = Sam2SyntheticDataset(cfg.seed, cfg.model.image_size, size_wh, cfg.video_frames, cfg.per_video)
-    t_start, acc, n_acc = time.perf_counter(), {}, 0
-    stopped_early = False
 
-    def checkpoint():
-        save_checkpoint(out, step, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                    "history": history, "model_config": asdict(cfg.model)}, cfg.keep_checkpoints)
-        write_json(out / "train_log.json", history)
+    def loss_fn(batch, step):
+        with autocast(device, cfg.bf16):
+            masks, scores = sam2_forward(model, batch, device)
+        return sam2_loss(masks, scores, batch["mask"].to(device))
 
-    if step < cfg.steps:
-        loader = make_loader(dataset, cfg.batch_size, step, cfg.steps - step, cfg.workers)
-        for batch in loader:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
-            with autocast(device, cfg.bf16):
-                masks, scores = sam2_forward(model, batch, device)
-            loss, terms = sam2_loss(masks, scores, batch["mask"].to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            for k, v in terms.items():
-                acc[k] = acc.get(k, 0.0) + float(v)
-            n_acc += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {"step": step, "lr": opt.param_groups[0]["lr"], **{k: v / n_acc for k, v in acc.items()},
-                       "elapsed_s": round(time.perf_counter() - t_start, 2)}
-                history["train"].append(row)
-                say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-                acc, n_acc = {}, 0
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                miou = evaluate_sam2(model, val, device, use_autocast=cfg.bf16)
-                history["valid"].append({"step": step, "miou": miou})
-                say(f"step {step}: valid mIoU {miou:.4f} ({len(val)} samples)")
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                checkpoint()
-            if cfg.max_minutes and time.perf_counter() - t_start > cfg.max_minutes * 60 and step < cfg.steps:
-                checkpoint()
-                stopped_early = True
-                say(f"time limit reached at step {step}; run the same command again to continue")
-                break
-    write_json(out / "train_log.json", history)
-    summary = {"step": step, "steps": cfg.steps, "parameters": n_params, "done": step >= cfg.steps,
-               "final_valid_miou": history["valid"][-1]["miou"] if history["valid"] else None,
-               "last_train": history["train"][-1] if history["train"] else None,
-               "seconds_this_call": round(time.perf_counter() - t_start, 1), "device": device}
-    if step >= cfg.steps and not stopped_early:
-        final = save_sam2_final(model, processor, out / "final", cfg.save_dtype,
-                                {**summary, "config": asdict(cfg), "history": history})
-        summary["final"] = str(final)
-        say(f"final model written to {final}")
-    write_json(out / "summary.json", summary)
-    return summary
+    return run_training(model=model, cfg=cfg, out=out, device=device, say=say, state=state,
+                        model_config=asdict(cfg.model), dataset=dataset, loss_fn=loss_fn,
+                        eval_fn=lambda: evaluate_sam2(model, val, device, use_autocast=cfg.bf16), eval_key="miou",
+                        save_final=lambda info: save_sam2_final(model, processor, out / "final", cfg.save_dtype, info),
+                        ckpt_path=ckpt_path)

@@ -25,16 +25,15 @@ names, fp16/bf16, loadable by ``load_xmem``) + ``final/training.json``. Run it w
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from videoseg_r1.training.segmenter_training import (IMAGENET_MEAN, IMAGENET_STD, autocast,
-                                                     log, lr_at, make_loader, parse_size, resolve_resume,
-                                                     resolve_training_device, save_checkpoint, visible_objects,
+from videoseg_r1.training.segmenter_training import (IMAGENET_MEAN, IMAGENET_STD, autocast, count_parameters,
+                                                     load_training_state, log, parse_size, resolve_resume,
+                                                     resolve_training_device, run_training, visible_objects,
                                                      write_json)
 
 
@@ -355,83 +354,30 @@ def train_xmem(cfg: XMemTrainConfig, progress: Callable[[str], None] | None = No
     device = resolve_training_device(cfg.device)
     size_wh = parse_size(cfg.data_size)
     ckpt_path = resolve_resume(out, cfg.resume)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+    state = load_training_state(ckpt_path)
     if state is not None:
         cfg.model = SmallXMemConfig.from_dict(state["model_config"])
     torch.manual_seed(cfg.seed)
     net = XMem(cfg.model.xmem_config()).to(device).train()
-    decay = [p for p in net.parameters() if p.ndim > 1]
-    no_decay = [p for p in net.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    step, history = 0, {"train": [], "valid": []}
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, history = int(state["step"]), state["history"]
-        say(f"resumed from {ckpt_path} at step {step}")
-    n_params = sum(p.numel() for p in net.parameters())
+    n_params = count_parameters(net)
     say(f"small XMem: {n_params / 1e6:.2f} M parameters, clips of {cfg.clip_frames} x {cfg.data_size}, device {device}")
     write_json(out / "run.json", {"config": asdict(cfg), "parameters": n_params})
     val = build_xmem_validation(cfg.seed, size_wh, cfg.val_videos, cfg.val_frames, cfg.max_objects)
     dataset = XMemClipDataset(cfg.seed, size_wh, cfg.clip_frames, cfg.video_frames, cfg.max_skip, cfg.max_objects)
     start_warm, end_warm = int(cfg.steps * cfg.start_warm_frac), int(cfg.steps * cfg.end_warm_frac)
-    t_start, acc, n_acc, stopped_early = time.perf_counter(), {}, 0, False
 
-    def checkpoint():
-        save_checkpoint(out, step, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                    "history": history, "model_config": asdict(cfg.model)}, cfg.keep_checkpoints)
-        write_json(out / "train_log.json", history)
+    def loss_fn(batch, step):
+        images = batch["images"].to(device)
+        masks = batch["masks"].to(device)
+        selector = batch["selector"].to(device)
+        rng = np.random.default_rng([cfg.seed, 13, step])
+        with autocast(device, cfg.bf16):
+            logits, prob = xmem_clip_forward(net, images, masks[:, :, 0], selector, cfg.num_ref_frames,
+                                             cfg.deep_update_prob, rng)
+        return xmem_loss(logits.float(), prob.float(), masks, selector, step, start_warm, end_warm)
 
-    if step < cfg.steps:
-        for batch in make_loader(dataset, cfg.batch_size, step, cfg.steps - step, cfg.workers):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
-            images = batch["images"].to(device)
-            masks = batch["masks"].to(device)
-            selector = batch["selector"].to(device)
-            rng = np.random.default_rng([cfg.seed, 13, step])
-            with autocast(device, cfg.bf16):
-                logits, prob = xmem_clip_forward(net, images, masks[:, :, 0], selector, cfg.num_ref_frames,
-                                                 cfg.deep_update_prob, rng)
-            loss, terms = xmem_loss(logits.float(), prob.float(), masks, selector, step, start_warm, end_warm)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            for k, v in terms.items():
-                acc[k] = acc.get(k, 0.0) + float(v)
-            n_acc += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                row = {"step": step, "lr": opt.param_groups[0]["lr"], **{k: v / n_acc for k, v in acc.items()},
-                       "elapsed_s": round(time.perf_counter() - t_start, 2)}
-                history["train"].append(row)
-                say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-                acc, n_acc = {}, 0
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                j = evaluate_xmem(net, val, device)
-                history["valid"].append({"step": step, "J": j})
-                say(f"step {step}: valid J {j:.4f} ({len(val)} videos)")
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                checkpoint()
-            if cfg.max_minutes and time.perf_counter() - t_start > cfg.max_minutes * 60 and step < cfg.steps:
-                checkpoint()
-                stopped_early = True
-                say(f"time limit reached at step {step}; run the same command again to continue")
-                break
-    write_json(out / "train_log.json", history)
-    summary = {"step": step, "steps": cfg.steps, "parameters": n_params, "done": step >= cfg.steps,
-               "final_valid_j": history["valid"][-1]["J"] if history["valid"] else None,
-               "last_train": history["train"][-1] if history["train"] else None,
-               "seconds_this_call": round(time.perf_counter() - t_start, 1), "device": device}
-    if step >= cfg.steps and not stopped_early:
-        path = save_xmem_final(net, out / "final", cfg.save_dtype, {**summary, "config": asdict(cfg),
-                                                                    "history": history})
-        summary["final"] = str(path)
-        say(f"final model written to {path}")
-    write_json(out / "summary.json", summary)
-    return summary
+    return run_training(model=net, cfg=cfg, out=out, device=device, say=say, state=state,
+                        model_config=asdict(cfg.model), dataset=dataset, loss_fn=loss_fn,
+                        eval_fn=lambda: evaluate_xmem(net, val, device), eval_key="J",
+                        save_final=lambda info: save_xmem_final(net, out / "final", cfg.save_dtype, info),
+                        ckpt_path=ckpt_path)
