@@ -28,7 +28,8 @@ shared by every variant; each reasoner is loaded once for all the variants that 
         --limit 100 --out benchmarks/results/synthetic_table.json
     python benchmarks/bench_synthetic_table.py --quick --limit 2     # CPU smoke test, tiny random models
 
-``--out X.json`` writes ``X.json`` and ``X.md``. A missing ``--data-root`` is generated first
+With ``--limit N`` the N expressions of a split are spread evenly over it (``--pick first``: the first N,
+as ``predict --limit``); the JSON lists them. ``--out X.json`` writes ``X.json`` and ``X.md``. A missing ``--data-root`` is generated first
 (``videoseg-r1 synth`` with ``--synth-videos`` videos, splits valid and test_ood).
 """
 
@@ -102,6 +103,17 @@ def table_rows(models: dict[str, list[str]]) -> list[Row]:
     for r in rows:
         r.variants = [Variant(r.role, i, r.frame, r.prompts) for i in range(len(models.get(r.role, [])))]
     return rows
+
+
+def pick(expressions: list, limit: int | None, how: str) -> list:
+    """``limit`` expressions: the first ones (``predict --limit``'s choice) or ``spread`` evenly over the
+    split in benchmark order (all videos and tiers in their natural proportions, deterministic)."""
+    n = len(expressions)
+    if limit is None or limit >= n:
+        return list(expressions)
+    if how == "first":
+        return list(expressions[:limit])
+    return [expressions[(i * n) // limit] for i in range(limit)]
 
 
 def split_paths(values: list[str] | None) -> list[str]:
@@ -367,7 +379,7 @@ def format_text(result: dict) -> str:
     widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt_line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
                                        for i, (c, w) in enumerate(zip(cells, widths)))
-    out = [f"synthetic table: {result['data_root']} (limit {result['limit']} expressions per split; "
+    out = [f"synthetic table: {result['data_root']} ({result['num_expressions']} expressions; "
            "J, F, J&F in %, T1-T4 = J&F per difficulty tier)", fmt_line(head), "-" * len(fmt_line(head))]
     out += [fmt_line(c) for c in lines]
     return "\n".join(out)
@@ -375,7 +387,7 @@ def format_text(result: dict) -> str:
 
 def format_markdown(result: dict) -> str:
     head, lines = table_cells(result)
-    md = [f"Synthetic benchmark (`{result['data_root']}`), first {result['limit']} expressions of each split; "
+    md = [f"Synthetic benchmark (`{result['data_root']}`), expressions per split: {result['num_expressions']}; "
           "J, F, J&F in %, T1-T4 = J&F per difficulty tier; mean ± std over seeds where several were given.", "",
           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     md += ["| " + " | ".join(c) + " |" for c in lines]
@@ -397,6 +409,8 @@ def parse_args(argv=None):
     p.add_argument("--data-root", type=Path, default=None, help="synthetic dataset (generated if missing)")
     p.add_argument("--synth-videos", type=int, default=100, help="videos to generate when --data-root is missing")
     p.add_argument("--limit", type=int, default=None, help="first N expressions of each split")
+    p.add_argument("--pick", choices=["spread", "first"], default="spread",
+                   help="with --limit: expressions evenly spread over the split (default) or the first N")
     p.add_argument("--out", type=Path, default=None, help="write the table as OUT (.json) and OUT .md")
     p.add_argument("--pred-dir", type=Path, default=None,
                    help="prediction folders, one per variant (default: next to --out, or a temporary folder)")
@@ -422,7 +436,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     tmp = None
+    threads = None
     if args.quick:
+        import torch
+
+        # tiny models: one thread is as fast, and does not spin against other busy processes
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         if args.pred_dir is None and args.out is None:
             tmp = tempfile.TemporaryDirectory(prefix="synthetic_table_")
         work = Path(tmp.name) if tmp else (args.pred_dir or args.out.with_suffix("")).parent / "quick_work"
@@ -464,7 +484,7 @@ def main(argv=None) -> int:
     readers, exprs = {}, {}
     for split in SPLITS:
         readers[split] = get_reader("synthetic", data_root, split)
-        exprs[split] = list(readers[split].expressions())[: args.limit]
+        exprs[split] = pick(list(readers[split].expressions()), args.limit, args.pick)
 
     config = base_config(args)
     rows = table_rows(models)
@@ -500,7 +520,8 @@ def main(argv=None) -> int:
                   file=sys.stderr)
 
     result = {
-        "data_root": str(data_root), "limit": args.limit, "quick": bool(args.quick),
+        "data_root": str(data_root), "limit": args.limit, "pick": args.pick, "quick": bool(args.quick),
+        "expressions": {s: [e.key for e in exprs[s]] for s in SPLITS},
         "num_expressions": {s: len(exprs[s]) for s in SPLITS},
         "models": {"sft": models["sft"], "grpo": models["grpo"], "grpo_no_length": models["grpo_no_length"],
                    "sam2": args.sam2, "xmem": args.xmem},
@@ -518,6 +539,10 @@ def main(argv=None) -> int:
         print(f"wrote {jpath} and {jpath.with_suffix('.md')}", file=sys.stderr)
     if tmp is not None:
         tmp.cleanup()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     return 0
 
 
