@@ -374,12 +374,16 @@ def table_cells(r: dict) -> tuple[list[str], list[list[str]]]:
     return head, lines
 
 
+def _counts(result: dict) -> str:
+    return ", ".join(f"{s} {n}" for s, n in result["num_expressions"].items())
+
+
 def format_text(result: dict) -> str:
     head, lines = table_cells(result)
     widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt_line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
                                        for i, (c, w) in enumerate(zip(cells, widths)))
-    out = [f"synthetic table: {result['data_root']} ({result['num_expressions']} expressions; "
+    out = [f"synthetic table: {result['data_root']} (expressions: {_counts(result)}; "
            "J, F, J&F in %, T1-T4 = J&F per difficulty tier)", fmt_line(head), "-" * len(fmt_line(head))]
     out += [fmt_line(c) for c in lines]
     return "\n".join(out)
@@ -387,7 +391,7 @@ def format_text(result: dict) -> str:
 
 def format_markdown(result: dict) -> str:
     head, lines = table_cells(result)
-    md = [f"Synthetic benchmark (`{result['data_root']}`), expressions per split: {result['num_expressions']}; "
+    md = [f"Synthetic benchmark (`{result['data_root']}`), expressions: {_counts(result)}; "
           "J, F, J&F in %, T1-T4 = J&F per difficulty tier; mean ± std over seeds where several were given.", "",
           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     md += ["| " + " | ".join(c) + " |" for c in lines]
