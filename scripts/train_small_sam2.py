@@ -42,31 +42,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from videoseg_r1.training.segmenter_training import Sam2TrainConfig, SmallSam2Config
+    from videoseg_r1.training.segmenter_training import Sam2TrainConfig, SmallSam2Config, add_training_arguments
 
     d, m = Sam2TrainConfig(out=""), SmallSam2Config()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder (checkpoints, logs, final/)")
-    p.add_argument("--steps", type=int, default=d.steps, help="total optimiser steps")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--seed", type=int, default=d.seed, help="model initialisation and data seed")
-    p.add_argument("--resume", default="auto", help="auto (latest checkpoint under --out), none, or a checkpoint path")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
-    p.add_argument("--workers", type=int, default=d.workers, help="data loader processes (0: in process)")
+    add_training_arguments(p, d)
     p.add_argument("--data-size", default=d.data_size, help="synthetic frame size WxH")
     p.add_argument("--video-frames", type=int, default=d.video_frames, help="frames per generated video")
     p.add_argument("--per-video", type=int, default=d.per_video, help="samples drawn from each generated video")
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--val-samples", type=int, default=d.val_samples)
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--save-dtype", default=d.save_dtype, choices=["bf16", "fp16", "fp32"])
-    p.add_argument("--max-minutes", type=float, default=0.0, help="checkpoint and stop after this long (0: no limit)")
     a = p.add_argument_group("architecture (fixed at step 0; a resumed run keeps the checkpoint's)")
     a.add_argument("--tiny", action="store_true", help="a minuscule architecture for CPU tests")
     a.add_argument("--image-size", type=int, default=m.image_size)
@@ -83,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from videoseg_r1.training.segmenter_training import Sam2TrainConfig, SmallSam2Config, train_sam2
+    from videoseg_r1.training.segmenter_training import (Sam2TrainConfig, SmallSam2Config, train_sam2,
+                                                         training_kwargs)
 
     args = parse_args(argv)
     if args.tiny:
@@ -93,12 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                                 hiera_blocks=args.hiera_blocks, hiera_heads=args.hiera_heads,
                                 hiera_windows=args.hiera_windows, global_blocks=args.global_blocks, hidden=args.hidden,
                                 decoder_mlp=args.decoder_mlp, decoder_heads=args.decoder_heads, iou_hidden=args.hidden)
-    cfg = Sam2TrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, data_size=args.data_size,
-                          video_frames=args.video_frames, per_video=args.per_video, workers=args.workers,
-                          device=args.device, bf16=not args.no_bf16, log_every=args.log_every,
-                          eval_every=args.eval_every, val_samples=args.val_samples, save_every=args.save_every,
-                          save_dtype=args.save_dtype, resume=args.resume, max_minutes=args.max_minutes, model=model)
+    cfg = Sam2TrainConfig(**training_kwargs(args), data_size=args.data_size, video_frames=args.video_frames,
+                          per_video=args.per_video, val_samples=args.val_samples, model=model)
     summary = train_sam2(cfg)
     print(f"step {summary['step']}/{summary['steps']}, valid mIoU {summary['final_valid_miou']}"
           + (f", final: {summary['final']}" if summary.get("final") else " (not finished: run again)"))

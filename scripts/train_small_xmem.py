@@ -36,22 +36,13 @@ TINY = dict(key_dim=8, value_dim=16, hidden_dim=8, backbone_width=8, decoder_dim
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from videoseg_r1.training.segmenter_training import add_training_arguments
     from videoseg_r1.training.xmem_training import SmallXMemConfig, XMemTrainConfig
 
     d, m = XMemTrainConfig(out=""), SmallXMemConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder (checkpoints, logs, final/)")
-    p.add_argument("--steps", type=int, default=d.steps, help="total optimiser steps")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per step")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--seed", type=int, default=d.seed, help="model initialisation and data seed")
-    p.add_argument("--resume", default="auto", help="auto (latest checkpoint under --out), none, or a checkpoint path")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
-    p.add_argument("--workers", type=int, default=d.workers, help="data loader processes (0: in process)")
+    add_training_arguments(p, d, batch_help="clips per step")
     p.add_argument("--data-size", default=d.data_size, help="synthetic frame size WxH (multiples of 16)")
     p.add_argument("--clip-frames", type=int, default=d.clip_frames)
     p.add_argument("--video-frames", type=int, default=d.video_frames, help="frames of each generated video")
@@ -59,13 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-objects", type=int, default=d.max_objects)
     p.add_argument("--num-ref-frames", type=int, default=d.num_ref_frames, help="memory frames read per frame")
     p.add_argument("--deep-update-prob", type=float, default=d.deep_update_prob)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--val-videos", type=int, default=d.val_videos)
     p.add_argument("--val-frames", type=int, default=d.val_frames)
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--save-dtype", default=d.save_dtype, choices=["bf16", "fp16", "fp32"])
-    p.add_argument("--max-minutes", type=float, default=0.0, help="checkpoint and stop after this long (0: no limit)")
     a = p.add_argument_group("architecture (fixed at step 0; a resumed run keeps the checkpoint's)")
     a.add_argument("--tiny", action="store_true", help="a minuscule network for CPU tests")
     a.add_argument("--key-dim", type=int, default=m.key_dim)
@@ -77,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from videoseg_r1.training.segmenter_training import training_kwargs
     from videoseg_r1.training.xmem_training import SmallXMemConfig, XMemTrainConfig, train_xmem
 
     args = parse_args(argv)
@@ -86,14 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         model = SmallXMemConfig(key_dim=args.key_dim, value_dim=args.value_dim, hidden_dim=args.hidden_dim,
                                 backbone_width=args.backbone_width,
                                 decoder_dims=tuple(int(v) for v in args.decoder_dims.split(",")))
-    cfg = XMemTrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, data_size=args.data_size,
-                          clip_frames=args.clip_frames, video_frames=args.video_frames, max_skip=args.max_skip,
-                          max_objects=args.max_objects, num_ref_frames=args.num_ref_frames,
-                          deep_update_prob=args.deep_update_prob, workers=args.workers, device=args.device,
-                          bf16=not args.no_bf16, log_every=args.log_every, eval_every=args.eval_every,
-                          val_videos=args.val_videos, val_frames=args.val_frames, save_every=args.save_every,
-                          save_dtype=args.save_dtype, resume=args.resume, max_minutes=args.max_minutes, model=model)
+    cfg = XMemTrainConfig(**training_kwargs(args), data_size=args.data_size, clip_frames=args.clip_frames,
+                          video_frames=args.video_frames, max_skip=args.max_skip, max_objects=args.max_objects,
+                          num_ref_frames=args.num_ref_frames, deep_update_prob=args.deep_update_prob,
+                          val_videos=args.val_videos, val_frames=args.val_frames, model=model)
     summary = train_xmem(cfg)
     print(f"step {summary['step']}/{summary['steps']}, valid J {summary['final_valid_j']}"
           + (f", final: {summary['final']}" if summary.get("final") else " (not finished: run again)"))

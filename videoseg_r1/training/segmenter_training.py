@@ -167,11 +167,53 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
     return summary
 
 
+def start_run(cfg, tag: str, progress: Callable[[str], None] | None):
+    """What every small-segmenter run begins with: the logger, the output folder, the device, the
+    synthetic frame size and the checkpoint to resume (None for a fresh start).
+    Returns (say, out, device, size_wh, ckpt_path, state)."""
+    say = progress or (lambda m: log(tag, m))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resolve_resume(out, cfg.resume)
+    return (say, out, resolve_training_device(cfg.device), parse_size(cfg.data_size), ckpt_path,
+            load_training_state(ckpt_path))
+
+
 def load_training_state(path: Path | None):
     """A checkpoint of ours (tensors, numbers, strings, lists, dicts): loaded with weights_only=True."""
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True) if path else None
+
+
+def add_training_arguments(p, d, batch_help: str | None = None) -> None:
+    """Command-line options both small-segmenter scripts share; ``d`` is the script's default
+    training config (its values are the option defaults)."""
+    p.add_argument("--out", required=True, help="output folder (checkpoints, logs, final/)")
+    p.add_argument("--steps", type=int, default=d.steps, help="total optimiser steps")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=batch_help)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--seed", type=int, default=d.seed, help="model initialisation and data seed")
+    p.add_argument("--resume", default="auto", help="auto (latest checkpoint under --out), none, or a checkpoint path")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--workers", type=int, default=d.workers, help="data loader processes (0: in process)")
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--save-dtype", default=d.save_dtype, choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--max-minutes", type=float, default=0.0, help="checkpoint and stop after this long (0: no limit)")
+
+
+def training_kwargs(args) -> dict:
+    """The shared options of :func:`add_training_arguments` as training-config keyword arguments."""
+    return dict(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, resume=args.resume,
+                device=args.device, bf16=not args.no_bf16, workers=args.workers, log_every=args.log_every,
+                eval_every=args.eval_every, save_every=args.save_every, save_dtype=args.save_dtype,
+                max_minutes=args.max_minutes)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -563,13 +605,7 @@ def save_sam2_final(model, processor, folder: Path, save_dtype: str, info: dict)
 
 def train_sam2(cfg: Sam2TrainConfig, progress: Callable[[str], None] | None = None) -> dict:
     """Train (or resume) the small SAM2; returns a summary dict (also written to ``out/summary.json``)."""
-    say = progress or (lambda m: log("train_small_sam2", m))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_training_device(cfg.device)
-    size_wh = parse_size(cfg.data_size)
-    ckpt_path = resolve_resume(out, cfg.resume)
-    state = load_training_state(ckpt_path)
+    say, out, device, size_wh, ckpt_path, state = start_run(cfg, "train_small_sam2", progress)
     if state is not None:
         cfg.model = SmallSam2Config.from_dict(state["model_config"])  # the architecture is fixed at step 0
     model, processor = build_small_sam2(cfg.model, cfg.seed)

@@ -32,9 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from videoseg_r1.training.segmenter_training import (IMAGENET_MEAN, IMAGENET_STD, autocast, count_parameters,
-                                                     load_training_state, log, parse_size, resolve_resume,
-                                                     resolve_training_device, run_training, visible_objects,
-                                                     write_json)
+                                                     run_training, start_run, visible_objects, write_json)
 
 
 @dataclass
@@ -348,13 +346,7 @@ def train_xmem(cfg: XMemTrainConfig, progress: Callable[[str], None] | None = No
 
     from videoseg_r1.segmentation.xmem.network import XMem
 
-    say = progress or (lambda m: log("train_small_xmem", m))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_training_device(cfg.device)
-    size_wh = parse_size(cfg.data_size)
-    ckpt_path = resolve_resume(out, cfg.resume)
-    state = load_training_state(ckpt_path)
+    say, out, device, size_wh, ckpt_path, state = start_run(cfg, "train_small_xmem", progress)
     if state is not None:
         cfg.model = SmallXMemConfig.from_dict(state["model_config"])
     torch.manual_seed(cfg.seed)
