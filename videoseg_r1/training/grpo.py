@@ -21,16 +21,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from videoseg_r1.config import GRPO_KL_BETA, GRPO_LR, GRPO_TEMPERATURE, GRPO_WEIGHT_DECAY
+from videoseg_r1.config import GRPO_KL_BETA, GRPO_LR, GRPO_TEMPERATURE
 from videoseg_r1.training.job import (
     GRPO_MAX_COMPLETION_LENGTH,
     GRPO_PER_DEVICE_BATCH,
     TrainJobConfig,
-    derive_grad_accum,
     load_policy,
     placeholder_token_ids,
     save_for_inference,
-    world_size,
+    trainer_defaults,
+    trainer_kwargs,
 )
 
 log = logging.getLogger(__name__)
@@ -42,51 +42,29 @@ LOG_FILE = "train_log.jsonl"
 def grpo_defaults(cfg: TrainJobConfig, cuda: bool) -> dict[str, Any]:
     """The paper's GRPO setup as ``GRPOConfig`` keyword arguments (overridden by ``cfg.trainer``)."""
     per_device = int(cfg.trainer.get("per_device_train_batch_size", GRPO_PER_DEVICE_BATCH))
-    out = dict(
-        learning_rate=GRPO_LR,
-        weight_decay=GRPO_WEIGHT_DECAY,
+    out = trainer_defaults(cfg, cuda, per_device, cfg.prompts_per_step * cfg.num_generations, GRPO_LR)
+    out.update(
         beta=GRPO_KL_BETA,
         temperature=GRPO_TEMPERATURE,
         num_generations=cfg.num_generations,
         loss_type="grpo",  # the paper trains with GRPO (TRL's default would be DAPO)
         scale_rewards="group",
-        per_device_train_batch_size=per_device,
         max_completion_length=GRPO_MAX_COMPLETION_LENGTH,
-        bf16=cuda,
-        gradient_checkpointing=True,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=1,
-        save_steps=100,
-        save_total_limit=3,
-        num_train_epochs=1,
         lr_scheduler_type="constant",
         warmup_steps=0,
-        remove_unused_columns=False,
-        report_to="none",
-        seed=cfg.data.samples.seed,
         log_completions=False,
     )
-    if "gradient_accumulation_steps" not in cfg.trainer:
-        out["gradient_accumulation_steps"] = derive_grad_accum(
-            cfg.prompts_per_step * cfg.num_generations, per_device, world_size())
     return out
 
 
 def build_grpo_config(cfg: TrainJobConfig, output_dir: str | Path, processor=None):
     """``trl.GRPOConfig`` from our defaults + ``cfg.trainer`` (unknown keys -> a clear error)."""
-    import dataclasses
-
     import torch
     from trl import GRPOConfig
 
     from videoseg_r1.rewards import trl_reward_setup
 
-    kwargs = grpo_defaults(cfg, torch.cuda.is_available())
-    kwargs.update(cfg.trainer)
-    known = {f.name for f in dataclasses.fields(GRPOConfig)}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ValueError(f"trainer option(s) {unknown} are not GRPOConfig fields")
+    kwargs = trainer_kwargs(GRPOConfig, grpo_defaults(cfg, torch.cuda.is_available()), cfg)
     _, weights = trl_reward_setup(cfg.rewards)
     kwargs["reward_weights"] = weights
     kwargs["multi_objective_aggregation"] = "sum_then_normalize"  # weights of 0 must not enter the advantage

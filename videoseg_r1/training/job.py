@@ -17,6 +17,7 @@ from videoseg_r1.config import (
     DEFAULT_REASONER_ID,
     GRPO_BATCH_SIZE,
     GRPO_GROUP_SIZE,
+    GRPO_WEIGHT_DECAY,
     RewardConfig,
     load_config,
 )
@@ -102,6 +103,42 @@ def load_job_config(path: str | Path | None, **overrides: Any) -> TrainJobConfig
     if cfg.mode not in ("grpo", "sft"):
         raise ValueError(f"mode must be 'grpo' or 'sft', got {cfg.mode!r}")
     return cfg
+
+
+def trainer_defaults(cfg: TrainJobConfig, cuda: bool, per_device: int, samples_per_step: int,
+                     learning_rate: float) -> dict[str, Any]:
+    """The TRL trainer settings GRPO and SFT share (each adds its own, ``cfg.trainer`` overrides
+    all); gradient accumulation makes ``samples_per_step`` per optimiser step over all processes."""
+    out = dict(
+        learning_rate=learning_rate,
+        weight_decay=GRPO_WEIGHT_DECAY,
+        per_device_train_batch_size=per_device,
+        bf16=cuda,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=1,
+        save_steps=100,
+        save_total_limit=3,
+        num_train_epochs=1,
+        report_to="none",
+        remove_unused_columns=False,
+        seed=cfg.data.samples.seed,
+    )
+    if "gradient_accumulation_steps" not in cfg.trainer:
+        out["gradient_accumulation_steps"] = derive_grad_accum(samples_per_step, per_device, world_size())
+    return out
+
+
+def trainer_kwargs(config_cls: type, defaults: dict[str, Any], cfg: TrainJobConfig) -> dict[str, Any]:
+    """``defaults`` updated with ``cfg.trainer``; keys ``config_cls`` (GRPOConfig / SFTConfig) does
+    not have are a clear error."""
+    import dataclasses
+
+    kwargs = {**defaults, **cfg.trainer}
+    unknown = sorted(set(kwargs) - {f.name for f in dataclasses.fields(config_cls)})
+    if unknown:
+        raise ValueError(f"trainer option(s) {unknown} are not {config_cls.__name__} fields")
+    return kwargs
 
 
 def world_size() -> int:

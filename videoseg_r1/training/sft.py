@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from videoseg_r1.config import GRPO_WEIGHT_DECAY
 from videoseg_r1.training.grpo import FINAL_DIR, LOG_FILE, export_final, jsonl_log_callback, resolve_resume
-from videoseg_r1.training.job import SFT_LR, TrainJobConfig, derive_grad_accum, load_policy, world_size
+from videoseg_r1.training.job import SFT_LR, TrainJobConfig, load_policy, trainer_defaults, trainer_kwargs
 
 SFT_PER_DEVICE_BATCH = 1  # ours: frames make each sample long
 SFT_KEEP_COLUMNS = ("prompt", "completion", "images")
@@ -50,40 +49,19 @@ def to_sft_dataset(samples):
 
 def sft_defaults(cfg: TrainJobConfig, cuda: bool) -> dict[str, Any]:
     per_device = int(cfg.trainer.get("per_device_train_batch_size", SFT_PER_DEVICE_BATCH))
-    out = dict(
-        learning_rate=SFT_LR,
-        weight_decay=GRPO_WEIGHT_DECAY,
-        per_device_train_batch_size=per_device,
-        bf16=cuda,
-        gradient_checkpointing=True,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=1,
-        save_steps=100,
-        save_total_limit=3,
-        num_train_epochs=1,
-        report_to="none",
-        remove_unused_columns=False,
+    out = trainer_defaults(cfg, cuda, per_device, cfg.prompts_per_step, SFT_LR)
+    out.update(
         max_length=None,  # never truncate: cutting image tokens breaks the vision input
         completion_only_loss=True,
-        seed=cfg.data.samples.seed,
     )
-    if "gradient_accumulation_steps" not in cfg.trainer:
-        out["gradient_accumulation_steps"] = derive_grad_accum(cfg.prompts_per_step, per_device, world_size())
     return out
 
 
 def build_sft_config(cfg: TrainJobConfig, output_dir: str | Path):
-    import dataclasses
-
     import torch
     from trl import SFTConfig
 
-    kwargs = sft_defaults(cfg, torch.cuda.is_available())
-    kwargs.update(cfg.trainer)
-    known = {f.name for f in dataclasses.fields(SFTConfig)}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ValueError(f"trainer option(s) {unknown} are not SFTConfig fields")
+    kwargs = trainer_kwargs(SFTConfig, sft_defaults(cfg, torch.cuda.is_available()), cfg)
     return SFTConfig(output_dir=str(output_dir), **kwargs)
 
 
