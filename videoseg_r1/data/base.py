@@ -95,6 +95,19 @@ class BenchmarkReader:
     def has_ground_truth(self) -> bool:
         return True
 
+    def meta_path(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def meta(self) -> dict:
+        """``{video: entry}`` of the meta-expressions file at ``meta_path()``, read once."""
+        if getattr(self, "_meta", None) is None:
+            data = load_json(self.meta_path(), f"{self.name} meta file")
+            if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
+                raise DatasetError(f"malformed {self.name} meta file {self.meta_path()}: expected {{\"videos\": {{...}}}}")
+            self._meta = data["videos"]
+        return self._meta
+
     def videos(self) -> list[str]:
         raise NotImplementedError
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from videoseg_r1.data.base import (BenchmarkReader, DatasetError, DataRootError, Expression, load_json,
+from videoseg_r1.data.base import (BenchmarkReader, DatasetError, DataRootError, Expression,
                                    require_dir)
 from videoseg_r1.masks import MaskError, read_binary_png
 
@@ -39,14 +39,6 @@ class ReasonVosReader(BenchmarkReader):
     def meta_path(self) -> Path:
         return self.root / "meta_expressions.json"
 
-    @property
-    def meta(self) -> dict:
-        if self._meta is None:
-            data = load_json(self.meta_path(), "ReasonVOS meta file")
-            if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
-                raise DatasetError(f"malformed ReasonVOS meta file {self.meta_path()}: expected {{\"videos\": {{...}}}}")
-            self._meta = data["videos"]
-        return self._meta
 
     def videos(self) -> list[str]:
         return list(self.meta.keys())

@@ -48,14 +48,6 @@ class RefYtvosReader(BenchmarkReader):
     def has_ground_truth(self) -> bool:
         return (self.root / self.split / "Annotations").is_dir()
 
-    @property
-    def meta(self) -> dict:
-        if self._meta is None:
-            data = load_json(self.meta_path(), f"{self.name} meta file")
-            if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
-                raise DatasetError(f"malformed {self.name} meta file {self.meta_path()}: expected {{\"videos\": {{...}}}}")
-            self._meta = data["videos"]
-        return self._meta
 
     def videos(self) -> list[str]:
         return list(self.meta.keys())

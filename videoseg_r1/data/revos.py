@@ -82,14 +82,6 @@ class RevosStyleReader(BenchmarkReader):
         self._fore: dict | None = None
 
     # -- lazily parsed files ------------------------------------------------------------------
-    @property
-    def meta(self) -> dict:
-        if self._meta is None:
-            data = load_json(self.meta_path(), f"{self.name} meta file")
-            if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
-                raise DatasetError(f"malformed {self.name} meta file {self.meta_path()}: expected {{\"videos\": {{...}}}}")
-            self._meta = data["videos"]
-        return self._meta
 
     @property
     def mask_dict(self) -> dict:
