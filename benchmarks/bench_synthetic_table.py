@@ -44,7 +44,6 @@ import os
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,9 +227,7 @@ class Models:
 def predict_split(pipe_factory, reader, expressions, out: Path, variant_info: dict, overwrite: bool,
                   cache_gb: float) -> dict:
     """Run the pipeline on the expressions not done yet in ``out``; predict_cli's folder layout."""
-    from videoseg_r1.predict_cli import RUN_DIR, _check_out, _remove_stale_temporaries
-    from videoseg_r1.results import atomic_write_json
-    from videoseg_r1.video import CachedVideo
+    from videoseg_r1.predict_cli import RUN_DIR, _check_out, _remove_stale_temporaries, predict_video
 
     run_info = {"benchmark": "synthetic", "split": reader.split, "data_root": str(Path(reader.root).resolve()),
                 "variant": variant_info}
@@ -255,22 +252,8 @@ def predict_split(pipe_factory, reader, expressions, out: Path, variant_info: di
         for e in todo:
             by_video.setdefault(e.video, []).append(e)
         for video_name, exprs in by_video.items():
-            video = CachedVideo(reader.open_video(video_name), max_bytes=int(cache_gb * 2**30))
-            names = reader.frame_names(video_name)
-            for e in exprs:
-                t1 = time.perf_counter()
-                try:
-                    result = pipe(video, e.text)
-                    atomic_write_json(out / RUN_DIR / "traces" / e.video / f"{e.exp_id}.json", result.trace.to_dict())
-                    result.tracks.write_binary_pngs(out / e.video / e.exp_id, names)
-                    done += 1
-                except Exception as exc:  # recorded; the expression scores as missing (0)
-                    failed += 1
-                    with open(errors_path, "a") as f:
-                        f.write(json.dumps({"expression": e.key, "query": e.text, "error": type(exc).__name__,
-                                            "message": str(exc), "seconds": time.perf_counter() - t1,
-                                            "traceback": traceback.format_exc(limit=5)}) + "\n")
-                    print(f"  failed {e.key}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            ok, bad = predict_video(pipe, reader, video_name, exprs, out, errors_path, cache_gb)
+            done, failed = done + ok, failed + bad
     return {"predicted": done, "failed": failed, "skipped": len(expressions) - len(todo),
             "seconds": time.perf_counter() - t0}
 

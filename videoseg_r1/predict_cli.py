@@ -101,13 +101,49 @@ def _remove_stale_temporaries(out: Path, expressions: list) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def predict_video(pipe, reader, video_name: str, expressions: list, out: Path, errors_path: Path,
+                  cache_gb: float = 2.0, on_each=None) -> tuple[int, int]:
+    """Run ``pipe`` on the expressions of one video (frames decoded once, cached) and write each
+    result in evaluate's layout: the trace, then the mask folder by atomic rename (which marks the
+    expression done). A failure, the video's own included, is appended to ``errors_path`` and the
+    rest go on. Returns (predicted, failed)."""
+    from videoseg_r1.results import atomic_write_json
+    from videoseg_r1.video import CachedVideo
+
+    done = failed = 0
+    video, names, video_error = None, None, None
+    try:
+        video = CachedVideo(reader.open_video(video_name), max_bytes=int(cache_gb * 2**30))
+        names = reader.frame_names(video_name)
+    except Exception as exc:  # a broken video fails its expressions, not the run
+        video_error = exc
+    for e in expressions:
+        t0 = time.perf_counter()
+        try:
+            if video_error is not None:
+                raise video_error
+            result = pipe(video, e.text)
+            # the trace first: the mask folder's rename is what marks the expression done
+            atomic_write_json(out / RUN_DIR / "traces" / e.video / f"{e.exp_id}.json", result.trace.to_dict())
+            result.tracks.write_binary_pngs(out / e.video / e.exp_id, names)
+            done += 1
+        except Exception as exc:
+            failed += 1
+            with open(errors_path, "a") as f:
+                f.write(json.dumps({"expression": e.key, "query": e.text, "error": type(exc).__name__,
+                                    "message": str(exc), "seconds": time.perf_counter() - t0,
+                                    "traceback": traceback.format_exc(limit=5)}) + "\n")
+            print(f"failed {e.key}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if on_each is not None:
+            on_each()
+    return done, failed
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from videoseg_r1.data.registry import get_reader
     from videoseg_r1.pipeline import load_pipeline
-    from videoseg_r1.results import atomic_write_json
-    from videoseg_r1.video import CachedVideo
 
     reader = get_reader(args.benchmark, args.data_root, args.split)
     rank, world = parse_shard(args.shard)
@@ -144,30 +180,9 @@ def run(args: argparse.Namespace) -> int:
             by_video.setdefault(e.video, []).append(e)
         bar = tqdm(total=len(todo), desc=f"predict {rank}/{world}", unit="expr", disable=not sys.stderr.isatty())
         for video_name, exprs in by_video.items():
-            video, video_error = None, None
-            try:
-                video = CachedVideo(reader.open_video(video_name), max_bytes=int(args.cache_gb * 2**30))
-                names = reader.frame_names(video_name)
-            except Exception as exc:  # a broken video fails its expressions, not the run
-                video_error = exc
-            for e in exprs:
-                t0 = time.perf_counter()
-                try:
-                    if video_error is not None:
-                        raise video_error
-                    result = pipe(video, e.text)
-                    # the trace first: the mask folder's rename is what marks the expression done
-                    atomic_write_json(out / RUN_DIR / "traces" / e.video / f"{e.exp_id}.json", result.trace.to_dict())
-                    result.tracks.write_binary_pngs(out / e.video / e.exp_id, names)
-                    done += 1
-                except Exception as exc:
-                    failures += 1
-                    with open(errors_path, "a") as f:
-                        f.write(json.dumps({"expression": e.key, "query": e.text, "error": type(exc).__name__,
-                                            "message": str(exc), "seconds": time.perf_counter() - t0,
-                                            "traceback": traceback.format_exc(limit=5)}) + "\n")
-                    print(f"failed {e.key}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                bar.update(1)
+            ok, failed = predict_video(pipe, reader, video_name, exprs, out, errors_path, args.cache_gb,
+                                       on_each=lambda: bar.update(1))
+            done, failures = done + ok, failures + failed
         bar.close()
     print(f"shard {rank}/{world}: {done} predicted, {len(mine) - len(todo)} skipped (done before), "
           f"{failures} failed" + (f" (see {errors_path})" if failures else ""))
