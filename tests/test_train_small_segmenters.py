@@ -132,3 +132,20 @@ def test_training_readout_equals_dense_inference_similarity():
     sim = similarity(mk[0].flatten(1), ms[0].flatten(1), qk[0].flatten(1), qe[0].flatten(1))  # (L, Q)
     ref = (mv[0].flatten(2).flatten(0, 1) @ torch.softmax(sim, 0)).view(n, cv, h, w)
     torch.testing.assert_close(out[0], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_minutes_cuts_the_schedule_and_writes_the_final_model(tmp_path, capsys, monkeypatch):
+    import videoseg_r1.training.segmenter_training as st
+
+    monkeypatch.setattr(st, "FIT_WARMUP_STEPS", 1)
+    monkeypatch.setattr(st, "FIT_PROBE_STEPS", 2)
+    mod, out = _script("train_small_sam2"), tmp_path / "sam2"
+    # 1000 steps never fit in 0.001 minutes: the run is cut right after the 3 timed steps
+    args = [a if a != "2" or i < 2 else "1000" for i, a in enumerate(SAM2_ARGS)]  # eval/save rarely
+    assert mod.main(["--out", str(out), "--steps", "1000", "--fit-minutes", "0.001", *args]) == 0
+    assert "1000 steps cut to 4" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == summary["steps"] == 4 and summary["done"]
+    assert (out / "final" / "model.safetensors").is_file()
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["train"][-1]["step"] == 4 and log["train"][-1]["lr"] < 1e-5  # annealed to the cut length

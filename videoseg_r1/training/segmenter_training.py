@@ -99,7 +99,9 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
     warm-up + cosine learning rate, gradient clipping, a log row every ``log_every`` steps, validation
     (``eval_fn`` -> one number stored as ``eval_key``) every ``eval_every``, checkpoints every
     ``save_every`` and when ``max_minutes`` runs out (run again to continue), ``final/`` via
-    ``save_final(info)`` once ``steps`` are done. ``loss_fn(batch, step) -> (loss, {term: value})``.
+    ``save_final(info)`` once ``steps`` are done. With ``fit_minutes`` (fresh runs only) the step
+    count is cut, after timing ``FIT_PROBE_STEPS`` steps, to what fits in that many minutes, so the
+    learning-rate schedule still anneals and ``final/`` is written inside one time-limited call. ``loss_fn(batch, step) -> (loss, {term: value})``.
     Returns the summary (also ``out/summary.json``)."""
     import torch
 
@@ -115,6 +117,8 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
         say(f"resumed from {ckpt_path} at step {step}")
     n_params = count_parameters(model)
     t_start, acc, n_acc, stopped_early = time.perf_counter(), {}, 0, False
+    fit = bool(getattr(cfg, "fit_minutes", 0.0)) and state is None
+    t_probe = None
 
     def checkpoint():
         save_checkpoint(out, step, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -134,6 +138,17 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
+            if fit and step == FIT_WARMUP_STEPS:
+                t_probe = time.perf_counter()
+            elif fit and step == FIT_WARMUP_STEPS + FIT_PROBE_STEPS:
+                per_step = (time.perf_counter() - t_probe) / FIT_PROBE_STEPS
+                left = cfg.fit_minutes * 60 * FIT_MARGIN - (time.perf_counter() - t_start)
+                evals = max(1, cfg.steps // cfg.eval_every)  # each validation budgeted as FIT_EVAL_STEPS
+                fitted = max(step + 1, min(cfg.steps, step + int(left / per_step) - evals * FIT_EVAL_STEPS))
+                if fitted < cfg.steps:
+                    say(f"--fit-minutes {cfg.fit_minutes:g}: {per_step * 1000:.0f} ms/step, "
+                        f"{cfg.steps} steps cut to {fitted}")
+                    cfg.steps = fitted
             for k, v in terms.items():
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1
@@ -154,6 +169,8 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
                 stopped_early = True
                 say(f"time limit reached at step {step}; run the same command again to continue")
                 break
+            if step >= cfg.steps:  # --fit-minutes cut the run short of the loader's batches
+                break
     write_json(out / "train_log.json", history)
     summary = {"step": step, "steps": cfg.steps, "parameters": n_params, "done": step >= cfg.steps,
                f"final_valid_{eval_key.lower()}": history["valid"][-1][eval_key] if history["valid"] else None,
@@ -165,6 +182,12 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
         say(f"final model written to {final}")
     write_json(out / "summary.json", summary)
     return summary
+
+
+FIT_WARMUP_STEPS = 10  # --fit-minutes: steps before timing starts (compilation, loader start-up)
+FIT_PROBE_STEPS = 30  # steps timed
+FIT_MARGIN = 0.92  # fraction of the minutes planned for training steps (the rest: saving, slack)
+FIT_EVAL_STEPS = 5  # each validation is budgeted as this many training steps
 
 
 def start_run(cfg, tag: str, progress: Callable[[str], None] | None):
@@ -205,6 +228,9 @@ def add_training_arguments(p, d, batch_help: str | None = None) -> None:
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--save-dtype", default=d.save_dtype, choices=["bf16", "fp16", "fp32"])
     p.add_argument("--max-minutes", type=float, default=0.0, help="checkpoint and stop after this long (0: no limit)")
+    p.add_argument("--fit-minutes", type=float, default=0.0,
+                   help="fresh run: cut --steps to what fits in this many minutes (timed on the first steps), "
+                        "so the schedule anneals and final/ is written (0: off)")
 
 
 def training_kwargs(args) -> dict:
@@ -213,7 +239,7 @@ def training_kwargs(args) -> dict:
                 weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed, resume=args.resume,
                 device=args.device, bf16=not args.no_bf16, workers=args.workers, log_every=args.log_every,
                 eval_every=args.eval_every, save_every=args.save_every, save_dtype=args.save_dtype,
-                max_minutes=args.max_minutes)
+                max_minutes=args.max_minutes, fit_minutes=args.fit_minutes)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -585,6 +611,7 @@ class Sam2TrainConfig:
     save_dtype: str = "bf16"
     resume: str = "auto"
     max_minutes: float = 0.0  # stop (with a checkpoint) after this many minutes; 0 = no limit
+    fit_minutes: float = 0.0  # fresh run: cut `steps` to what fits in this many minutes; 0 = off
     model: SmallSam2Config = field(default_factory=SmallSam2Config)
 
 

@@ -320,6 +320,7 @@ class XMemTrainConfig:
     save_dtype: str = "fp16"
     resume: str = "auto"
     max_minutes: float = 0.0
+    fit_minutes: float = 0.0
     model: SmallXMemConfig = field(default_factory=SmallXMemConfig)
 
 
