@@ -143,8 +143,9 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
             elif fit and step == FIT_WARMUP_STEPS + FIT_PROBE_STEPS:
                 per_step = (time.perf_counter() - t_probe) / FIT_PROBE_STEPS
                 left = cfg.fit_minutes * 60 * FIT_MARGIN - (time.perf_counter() - t_start)
-                evals = max(1, cfg.steps // cfg.eval_every)  # each validation budgeted as FIT_EVAL_STEPS
-                fitted = max(step + 1, min(cfg.steps, step + int(left / per_step) - evals * FIT_EVAL_STEPS))
+                # n more steps cost n * per_step plus n / eval_every validations of FIT_EVAL_STEPS steps each
+                more = int(left / per_step / (1 + FIT_EVAL_STEPS / cfg.eval_every))
+                fitted = max(step + 1, min(cfg.steps, step + more))
                 if fitted < cfg.steps:
                     say(f"--fit-minutes {cfg.fit_minutes:g}: {per_step * 1000:.0f} ms/step, "
                         f"{cfg.steps} steps cut to {fitted}")
