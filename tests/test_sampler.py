@@ -221,3 +221,13 @@ def test_reason_target_only_mode():
     r = ScriptedReasoner([["<answer>[]</answer>"]])
     reason(make_video(10), _sampled(), "q", r, ReasonerConfig(model="scripted", use_context_frames=False))
     assert r.calls[0].num_frames == 1
+
+
+def test_frames_as_images_when_configured():
+    r = ScriptedReasoner([["[2.0, 4.0]"], ["0.5"]])
+    sampled = sample_frames(make_video(), "the dog", r, SamplerConfig(as_video=False, max_frames_shown=8))
+    assert sampled.target_frame_idx == 30
+    assert [c.as_video for c in r.calls] == [False, False] and all(c.num_frames == 8 for c in r.calls)
+    r = ScriptedReasoner([["[2.0, 4.0]"], ["0.5"]])
+    sample_frames(make_video(), "the dog", r)
+    assert [c.as_video for c in r.calls] == [True, True]

@@ -164,3 +164,65 @@ def test_difficulty_file_overrides(synthetic_root, tmp_path):
     assert ds[0]["difficulty"] == pytest.approx(9.5) and ds[0]["difficulty_source"] == "cache:mllm"
     with pytest.raises(FileNotFoundError):
         build_dataset(reader, "synthetic", SampleConfig(**SMALL, difficulty_file=str(tmp_path / "none.json")))
+
+
+def test_htfs_samples_are_the_sampler_prompts_and_their_answers_parse_back(synthetic_root):
+    from videoseg_r1.data.registry import get_reader
+    from videoseg_r1.reasoning.parsing import parse_interval, parse_position
+    from videoseg_r1.reasoning.reasoner import Reasoner, render_template
+    from videoseg_r1.reasoning.sampler import uniform_indices
+    from videoseg_r1.training.sft import to_sft_dataset
+
+    reader = get_reader("synthetic", synthetic_root, "train")
+    cfg = SampleConfig(**SMALL, tasks=("reasoning", "interval", "position"), htfs_frame_size=28,
+                       htfs_max_frames_shown=4)
+    ds = build_dataset(reader, "synthetic", cfg)
+    exprs = {(str(e.video), str(e.exp_id)): e for e in reader.expressions()}
+    tasks = {}
+    for row in ds:
+        tasks.setdefault((row["video"], row["exp_id"]), []).append(row["task"])
+        if row["task"] == "reasoning":
+            assert row["answer"] == "" and json.loads(row["solution"])
+            continue
+        expr = exprs[(row["video"], row["exp_id"])]
+        video = reader.open_video(expr.video)
+        ts = video.timestamps()
+        s, e = expr.extra["key_interval"]
+        shown = row["frame_indices"]
+        a, b = shown[0], shown[-1]
+        assert shown == uniform_indices(a, b, 4) and all(im.size == (28, 28) for im in row["images"])
+        # the prompt is what the sampler sends with as_video=False
+        text = render_template(row["task"], query=expr.text, num_frames=len(shown), start_s=float(ts[a]),
+                               end_s=float(ts[b]))
+        expected = Reasoner.build_messages(None, text, len(shown), False, [float(ts[i]) for i in shown])
+        got = [{"role": m["role"], "content": [{k: v for k, v in c.items() if v is not None} for c in m["content"]]}
+               for m in row["prompt"]]
+        assert got == expected
+        if row["task"] == "interval":
+            assert a <= s and e <= b
+            span = parse_interval(row["answer"]).to_frame_span(num_frames=len(ts), timestamps_s=ts)
+            assert tuple(span) == (s, e)
+        else:
+            assert (a, b) == (s, e)
+            p = parse_position(row["answer"]).value_norm
+            assert s + int(np.floor((e - s + 1) * p)) == row["target_frame_idx"]
+    assert all(t[0] == "reasoning" and t.count("position") == 1 and 1 <= t.count("interval") <= 2
+               for t in tasks.values())
+    sft = to_sft_dataset(ds)
+    answers = [r["completion"][0]["content"] for r in sft]
+    assert sum(a.startswith("<think>") for a in answers) == len(tasks)  # reasoning samples only
+    assert all(a.startswith("<think>") or a.startswith("<answer>") for a in answers)
+
+
+def test_parallel_build_equals_serial(synthetic_root):
+    from videoseg_r1.data.registry import get_reader
+
+    reader = get_reader("synthetic", synthetic_root, "train")
+    cfg = SampleConfig(**SMALL, tasks=("reasoning", "interval"), htfs_frame_size=28, htfs_max_frames_shown=4)
+    serial, parallel = BuildReport(), BuildReport()
+    one = build_dataset(reader, "synthetic", cfg, serial)
+    two = build_dataset(reader, "synthetic", cfg, parallel, workers=2)
+    assert serial.samples == parallel.samples == len(one) == len(two) > 0
+    for r1, r2 in zip(one, two):
+        assert {k: v for k, v in r1.items() if k != "images"} == {k: v for k, v in r2.items() if k != "images"}
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(r1["images"], r2["images"]))

@@ -77,6 +77,8 @@ class SamplerConfig:
     interval_max_new_tokens: int = HTFS_INTERVAL_MAX_NEW_TOKENS
     position_max_new_tokens: int = HTFS_POSITION_MAX_NEW_TOKENS
     num_key_frames: int = HTFS_NUM_KEY_FRAMES
+    as_video: bool = True  # frames as one video (Qwen2.5-VL's video input) or as images, each after its
+    #   timestamp (the layout a model fine-tuned with TRL's image column learned: the small shipped one)
 
 
 @dataclass

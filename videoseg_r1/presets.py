@@ -64,6 +64,8 @@ SMALL_HTFS_MAX_FRAMES_SHOWN = 16  # half of the 32 frames of a synthetic trainin
 SMALL_HTFS_INTERVAL_SAMPLES = 5  # K unchanged: the K answers share one batched generate call, cheap
 SMALL_HTFS_POSITION_SAMPLES = 5  # unchanged (M = 3 of them averaged), same reason
 SMALL_HTFS_MAX_ROUNDS = 2  # 3 by default: a 32-64 frame video needs at most 2 halvings to reach δ·T
+SMALL_HTFS_AS_VIDEO = False  # the small reasoner learned the HTFS prompts with frames as separate images
+#   (TRL's image column; configs/sft_small_synthetic.yaml data.samples.tasks), so it is asked that way
 SMALL_SHORT_SIDE = 128  # propagation at the small XMem's training scale (scripts/train_small_xmem.py
 #   trains on 160x128 synthetic clips, shapes sized relative to the frame): a 320x240 video is
 #   propagated at 171x128, the same object scale, and 3.5x cheaper than the native 240 (480, the
@@ -76,6 +78,7 @@ def _synthetic_small_settings(cfg):
     s = dataclasses.replace(cfg.sampler, frame_size=SMALL_HTFS_FRAME_SIZE, max_frames_shown=SMALL_HTFS_MAX_FRAMES_SHOWN,
                             num_interval_samples=SMALL_HTFS_INTERVAL_SAMPLES,
                             num_position_samples=SMALL_HTFS_POSITION_SAMPLES, max_rounds=SMALL_HTFS_MAX_ROUNDS,
+                            as_video=SMALL_HTFS_AS_VIDEO,
                             num_key_frames=SMALL_NUM_KEY_FRAMES, num_reference_frames=SMALL_NUM_REFERENCE_FRAMES)
     p = dataclasses.replace(cfg.propagator, backend="xmem", short_side=SMALL_SHORT_SIDE)
     return dataclasses.replace(cfg, reasoner=r, sampler=s, propagator=p)

@@ -111,7 +111,7 @@ class FrameSampler:
         text = render_template(template, query=query, num_frames=len(shown),
                                start_s=float(timestamps[segment[0]]), end_s=float(timestamps[segment[1]]))
         out = self.reasoner.generate(
-            text, frames, as_video=True, timestamps_s=ts, frame_keys=shown,
+            text, frames, as_video=c.as_video, timestamps_s=ts, frame_keys=shown,
             frame_size_hw=(c.frame_size, c.frame_size), num_samples=num_samples,
             do_sample=num_samples > 1 or c.temperature > 0, temperature=c.temperature,
             max_new_tokens=max_new_tokens)

@@ -66,7 +66,7 @@ def build_samples(cfg, dataset_cache: str | None = None):
     for benchmark, root in zip(benchmarks, roots):
         reader = load_reader(benchmark, root, cfg.data.split)
         report = BuildReport()
-        parts.append(build_dataset(reader, benchmark, cfg.data.samples, report))
+        parts.append(build_dataset(reader, benchmark, cfg.data.samples, report, workers=cfg.data.workers))
         print(f"built {report.samples} training samples from {benchmark}/{cfg.data.split}"
               + (f"; skipped {report.skipped}" if report.skipped else ""), file=sys.stderr)
     if len(parts) == 1:

@@ -128,6 +128,8 @@ def run_grpo(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume:
     model, processor = load_policy(cfg)
     grpo_args.generation_kwargs = build_grpo_config(cfg, output_dir, processor).generation_kwargs
     reward_funcs, _ = trl_reward_setup(cfg.rewards, tokenizer=processor)
+    if "task" in train_dataset.column_names:  # the rewards score the reasoning answer only
+        train_dataset = train_dataset.filter(lambda task: task == "reasoning", input_columns="task")
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,

@@ -64,6 +64,7 @@ class DataSettings:
     data_root: str | None = None
     split: str = "train"
     samples: SampleConfig = field(default_factory=SampleConfig)
+    workers: int = 1  # processes that build the samples (same samples for any number)
 
 
 @dataclass

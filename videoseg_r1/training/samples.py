@@ -15,7 +15,17 @@ Ref-YouTube-VOS, Ref-DAVIS17 or the synthetic benchmark) this module
    (``model_input_size``, 840x840 by default, aspect ratio not kept): box = tight inclusive bounds of
    the mask, point = the mask pixel farthest from the mask border (Euclidean distance transform),
    negative point = the pixel nearest to that point among those 5–20 px (L1) outside all targets;
-4. attaches the difficulty D (cache file, the sample's own D, or the annotation heuristic).
+4. attaches the difficulty D (cache file, the sample's own D, or the annotation heuristic);
+5. optionally (``SampleConfig.tasks``) adds the two **HTFS** samples of the same expression, laid out
+   exactly as ``reasoning.sampler`` asks them with ``as_video=False`` (frames as images, each after
+   its timestamp): ``interval`` (frames of the whole video, and of a random segment enclosing the key
+   segment; answer ``<answer>[start_s, end_s]</answer>`` of the key segment) and ``position``
+   (frames of the key segment; answer ``<answer>p</answer>`` with
+   ``s + floor(T_key * p) = target frame``). They carry their SFT target in the ``answer`` column;
+   GRPO trains on ``reasoning`` samples only (its rewards score that answer).
+
+Expressions are independent (each has its own seeded random generator), so ``build_dataset`` can
+build them in ``workers`` processes with the same result.
 
 :func:`build_dataset` returns a ``datasets.Dataset`` whose columns are listed in ``COLUMNS``; the
 rewards read ``solution``, ``gt_mask_rle``, ``frame_size`` and ``difficulty``, the trainers read
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +46,8 @@ import numpy as np
 
 from videoseg_r1.config import (
     HTFS_DELTA,
+    HTFS_FRAME_SIZE,
+    HTFS_MAX_FRAMES_SHOWN,
     HTFS_NUM_REFERENCE_FRAMES,
     MODEL_INPUT_SIZE,
     REASONING_CONTEXT_FRAME_SIZE,
@@ -46,6 +59,7 @@ SAMPLE_MIN_AREA_PX = 16  # a target counts as visible on a frame with at least t
 NEG_POINT_MIN_L1_PX = 5  # negative-point target: 5..20 px (taxicab) outside every target mask,
 NEG_POINT_MAX_L1_PX = 20  # well inside the reward's (0, 40] window
 TARGET_FRAME_RULES = ("largest", "random", "middle", "first", "given")
+TASKS = ("reasoning", "interval", "position")  # the prompts a sample can teach (see the module docstring)
 
 #: Columns of the dataset, in order, with their meaning.
 COLUMNS = {
@@ -64,6 +78,8 @@ COLUMNS = {
     "num_frames": "frames in the video",
     "target_frame_idx": "index of the target frame in the video",
     "frame_indices": "video indices of all images, in the order of `images`",
+    "task": "'reasoning', 'interval' or 'position' (which prompt the sample teaches)",
+    "answer": "SFT target text of 'interval'/'position' samples (empty for 'reasoning': built from solution)",
 }
 
 
@@ -86,8 +102,14 @@ class SampleConfig:
     split: str = "train"
     difficulty_file: str | None = None
     extra_columns: dict[str, Any] = field(default_factory=dict)
+    tasks: Sequence[str] = ("reasoning",)  # add "interval"/"position" to teach the HTFS prompts (SFT)
+    htfs_frame_size: int = HTFS_FRAME_SIZE  # = SamplerConfig.frame_size at inference
+    htfs_max_frames_shown: int = HTFS_MAX_FRAMES_SHOWN  # = SamplerConfig.max_frames_shown
 
     def __post_init__(self):
+        self.tasks = tuple(self.tasks)
+        if not self.tasks or set(self.tasks) - set(TASKS):
+            raise ValueError(f"tasks {list(self.tasks)!r}: choose among {TASKS}")
         if self.target_frame_rule not in TARGET_FRAME_RULES:
             raise ValueError(f"target_frame_rule {self.target_frame_rule!r}: choose one of {TARGET_FRAME_RULES}")
         if self.model_input_size < 28 or self.context_frame_size < 28:
@@ -308,17 +330,45 @@ def reasoning_prompt_text(query: str, width: int, height: int) -> str:
 
 
 def build_prompt(query: str, width: int, height: int, timestamps_s: Sequence[float]) -> list[dict[str, Any]]:
+    """TRL conversational prompt of the reasoning step (see :func:`image_prompt`)."""
+    return image_prompt(reasoning_prompt_text(query, width, height), timestamps_s)
+
+
+def image_prompt(text: str, timestamps_s: Sequence[float]) -> list[dict[str, Any]]:
     """TRL conversational prompt laid out like ``Reasoner.build_messages`` with separate images.
 
     Each image slot ``{"type": "image"}`` is preceded by ``"Frame at <t> s:"``; TRL fills the slots,
-    in order, from the ``images`` column (context frames, then the target frame).
+    in order, from the ``images`` column (for the reasoning step: context frames, then the target frame).
     """
     content: list[dict[str, Any]] = []
     for t in timestamps_s:
         content.append({"type": "text", "text": f"Frame at {float(t):.2f} s:"})
         content.append({"type": "image", "text": None})
-    content.append({"type": "text", "text": reasoning_prompt_text(query, width, height)})
+    content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]
+
+
+def htfs_samples(query: str, key_segment: tuple[int, int], target: int, timestamps: Sequence[float],
+                 config: SampleConfig, rng: random.Random) -> list[tuple[str, tuple[int, int], str]]:
+    """``(task, segment shown, answer text)`` of the HTFS samples of one expression (module docstring).
+
+    >>> htfs_samples("x", (10, 19), 12, [i / 10 for i in range(40)], SampleConfig(tasks=("position",)),
+    ...              random.Random(0))
+    [('position', (10, 19), '<answer>0.25</answer>')]
+    """
+    s, e = key_segment
+    last = len(timestamps) - 1
+    out = []
+    if "interval" in config.tasks:
+        answer = f"<answer>[{float(timestamps[s]):.2f}, {float(timestamps[e]):.2f}]</answer>"
+        out.append(("interval", (0, last), answer))
+        if s > 0 or e < last:  # a later HTFS round: a segment around the key segment
+            out.append(("interval", (rng.randint(0, s), rng.randint(e, last)), answer))
+    if "position" in config.tasks:
+        t_key = e - s + 1
+        p = (target - s + 0.5) / t_key  # the middle of the target's slot: floor(t_key * p) = target - s
+        out.append(("position", (s, e), f"<answer>{p:.2f}</answer>"))
+    return out
 
 
 # ============================================================================ samples
@@ -365,7 +415,12 @@ class BuildReport:
 
 def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, rng: random.Random,
                            cache=None, report: BuildReport | None = None) -> list[dict[str, Any]]:
-    """The sample(s) of one expression (``config.samples_per_expression`` target frames)."""
+    """The samples of one expression: per target frame (``config.samples_per_expression`` of them)
+    one sample per task of ``config.tasks``."""
+    from videoseg_r1.masks import rle_encode
+    from videoseg_r1.reasoning.reasoner import render_template
+    from videoseg_r1.reasoning.sampler import uniform_indices
+
     report = report or BuildReport()
     if not getattr(expr, "text", "").strip():
         report.skip("empty query")
@@ -405,49 +460,104 @@ def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, r
             continue
         if video is None:
             video = reader.open_video(expr.video)
-        shown = context + [target]
-        frames = video.get_frames(shown)
-        images = [_to_pil(f, config.context_frame_size) for f in frames[:-1]] + [_to_pil(frames[-1], size)]
         timestamps = video.timestamps()
-        from videoseg_r1.masks import rle_encode
-
-        sample = {
-            "prompt": build_prompt(expr.text, size, size, [float(timestamps[i]) for i in shown]),
-            "images": images,
-            "solution": solution_json(targets),
-            "neg_points": json.dumps([t.neg_point_xy for t in targets]),
-            "gt_mask_rle": json.dumps(rle_encode(union)),
-            "frame_size": [size, size],
-            "difficulty": float(difficulty),
-            "difficulty_source": source,
-            "benchmark": benchmark,
-            "video": str(expr.video),
-            "exp_id": str(expr.exp_id),
-            "query": str(expr.text),
-            "num_frames": num_frames,
-            "target_frame_idx": int(target),
-            "frame_indices": context + [int(target)],
-        }
-        sample.update(config.extra_columns)
-        out.append(sample)
-        report.samples += 1
+        common = {"difficulty": float(difficulty), "difficulty_source": source, "benchmark": benchmark,
+                  "video": str(expr.video), "exp_id": str(expr.exp_id), "query": str(expr.text),
+                  "num_frames": num_frames, "target_frame_idx": int(target)}
+        rows = []
+        if "reasoning" in config.tasks:
+            shown = context + [target]
+            frames = video.get_frames(shown)
+            images = [_to_pil(f, config.context_frame_size) for f in frames[:-1]] + [_to_pil(frames[-1], size)]
+            rows.append({
+                "prompt": build_prompt(expr.text, size, size, [float(timestamps[i]) for i in shown]),
+                "images": images,
+                "solution": solution_json(targets),
+                "neg_points": json.dumps([t.neg_point_xy for t in targets]),
+                "gt_mask_rle": json.dumps(rle_encode(union)),
+                "frame_size": [size, size],
+                **common,
+                "frame_indices": shown,
+                "task": "reasoning",
+                "answer": "",
+            })
+        for task, (a, b), answer in htfs_samples(expr.text, key_segment, target, timestamps, config, rng):
+            shown = uniform_indices(a, b, config.htfs_max_frames_shown)
+            text = render_template(task, query=expr.text, num_frames=len(shown),
+                                   start_s=float(timestamps[a]), end_s=float(timestamps[b]))
+            hs = config.htfs_frame_size
+            rows.append({
+                "prompt": image_prompt(text, [float(timestamps[i]) for i in shown]),
+                "images": [_to_pil(f, hs) for f in video.get_frames(shown)],
+                "solution": "[]", "neg_points": "[]", "gt_mask_rle": "", "frame_size": [hs, hs],
+                **common,
+                "frame_indices": shown,
+                "task": task,
+                "answer": answer,
+            })
+        for row in rows:
+            row.update(config.extra_columns)
+        out.extend(rows)
+        report.samples += len(rows)
     return out
 
 
+def expression_rng(config: SampleConfig, expr) -> random.Random:
+    """The expression's own generator (seeded by ``config.seed``, video and expression id), so samples
+    do not depend on the order or the process that builds them."""
+    return random.Random(f"{config.seed}/{expr.video}/{expr.exp_id}")
+
+
 def iter_samples(reader, benchmark: str, config: SampleConfig | None = None,
-                 report: BuildReport | None = None) -> Iterator[dict[str, Any]]:
-    """Samples of every expression of ``reader`` (deterministic for a given ``config.seed``)."""
+                 report: BuildReport | None = None, workers: int = 1) -> Iterator[dict[str, Any]]:
+    """Samples of every expression of ``reader``, in expression order (deterministic for a given
+    ``config.seed``); ``workers`` > 1 builds expressions in that many forked processes."""
     config = config or SampleConfig()
     report = report if report is not None else BuildReport()
     cache = _load_difficulty_cache(config.difficulty_file)
-    rng = random.Random(config.seed)
     count = 0
-    for expr in reader.expressions():
-        for sample in sample_from_expression(reader, expr, benchmark, config, rng, cache, report):
+    workers = min(int(workers), os.cpu_count() or 1)
+    per_expr = (_parallel_samples(reader, benchmark, config, cache, workers) if workers > 1
+                else _serial_samples(reader, benchmark, config, cache))
+    for samples, part in per_expr:
+        report.samples += part.samples
+        for reason, n in part.skipped.items():
+            report.skipped[reason] = report.skipped.get(reason, 0) + n
+        for sample in samples:
             yield sample
             count += 1
             if config.max_samples is not None and count >= config.max_samples:
                 return
+
+
+def _serial_samples(reader, benchmark: str, config: SampleConfig, cache):
+    for expr in reader.expressions():
+        part = BuildReport()
+        yield sample_from_expression(reader, expr, benchmark, config, expression_rng(config, expr), cache, part), part
+
+
+_FORKED: dict[str, Any] = {}  # what forked sample builders inherit (the reader cannot always be pickled)
+
+
+def _build_one(index: int):
+    f = _FORKED
+    expr = f["expressions"][index]
+    report = BuildReport()
+    samples = sample_from_expression(f["reader"], expr, f["benchmark"], f["config"], expression_rng(f["config"], expr),
+                                     f["cache"], report)
+    return samples, report
+
+
+def _parallel_samples(reader, benchmark: str, config: SampleConfig, cache, workers: int):
+    import multiprocessing as mp
+
+    expressions = list(reader.expressions())
+    _FORKED.update(reader=reader, expressions=expressions, benchmark=benchmark, config=config, cache=cache)
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(_build_one, range(len(expressions)), chunksize=4)
+    finally:
+        _FORKED.clear()
 
 
 def dataset_features():
@@ -472,12 +582,15 @@ def dataset_features():
         "num_frames": Value("int32"),
         "target_frame_idx": Value("int32"),
         "frame_indices": List(Value("int32")),
+        "task": Value("string"),
+        "answer": Value("string"),
     })
 
 
 def build_dataset(reader, benchmark: str, config: SampleConfig | None = None,
-                  report: BuildReport | None = None):
-    """A ``datasets.Dataset`` of all samples of ``reader`` (columns: ``COLUMNS``).
+                  report: BuildReport | None = None, workers: int = 1):
+    """A ``datasets.Dataset`` of all samples of ``reader`` (columns: ``COLUMNS``), built in
+    ``workers`` processes.
 
     Raises ``ValueError`` naming the benchmark when no expression yields a sample.
     """
@@ -485,7 +598,7 @@ def build_dataset(reader, benchmark: str, config: SampleConfig | None = None,
 
     config = config or SampleConfig()
     report = report if report is not None else BuildReport()
-    rows = list(iter_samples(reader, benchmark, config, report))
+    rows = list(iter_samples(reader, benchmark, config, report, workers))
     if not rows:
         raise ValueError(
             f"no training sample could be built from benchmark {benchmark!r} (split {config.split!r}); "

@@ -37,9 +37,14 @@ def sft_answer_text(query: str, solution: str, neg_points: str | None = None) ->
 
 
 def to_sft_dataset(samples):
-    """Add the ``completion`` column (conversational) and keep only what ``SFTTrainer`` needs."""
+    """Add the ``completion`` column (conversational) and keep only what ``SFTTrainer`` needs.
+
+    Reasoning samples get :func:`sft_answer_text`; HTFS samples (``task`` interval / position) their
+    ``answer`` column."""
 
     def add(row):
+        if row.get("task", "reasoning") != "reasoning":
+            return {"completion": [{"role": "assistant", "content": row["answer"]}]}
         text = sft_answer_text(row["query"], row["solution"], row.get("neg_points"))
         return {"completion": [{"role": "assistant", "content": text}]}
 
