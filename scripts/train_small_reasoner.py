@@ -15,6 +15,19 @@ logged) then starts from that checkpoint. Everything lands under ``--out``::
     OUT/logs/{sft,grpo}.log   the stages' console output
     OUT/summary.json  OUT/summary.md   steps/s, tokens/s, peak GPU memory, loss, reward per component
 
+The SFT job (configs/sft_small_synthetic.yaml) also teaches the HTFS interval and position prompts
+(``data.samples.tasks``); GRPO trains the reasoning prompt. ``--grpo-name NAME`` puts a GRPO variant
+in OUT/NAME (job, log and ``summary_NAME.json`` named alike) from the same SFT model, e.g. without
+the length penalty::
+
+    python scripts/train_small_reasoner.py --out runs/small_reasoner --grpo-steps 40 \
+        --grpo-name grpo_nolen --set-grpo rewards.use_length_penalty=false
+
+``--ship DIR`` finally writes the GRPO model (the SFT one with ``--grpo-steps 0``) to DIR in bf16, in
+shards under 15 MB: the ``models/synthetic-small/reasoner`` folder. ``--set max_minutes=M`` (or
+``--set-sft``/``--set-grpo``) ends a stage after M minutes with its final model written; run again to
+continue it from its checkpoint.
+
 Resumable: run the same command again (e.g. with larger step counts) and it skips what is done,
 continues each stage from its latest ``checkpoint-*`` (the trainers' ``--resume auto``) and rewrites
 the summary. A stage is done when ``OUT/<stage>/stage.json`` records at least the requested steps.
@@ -64,7 +77,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-STAGES = ("sft", "grpo")
+SHARD_SIZE = "15MB"  # --ship: every file under the 16 MB a shipped file may have (issue 8)
 REWARD_COMPONENTS = ("think_format", "answer_format", "accuracy", "non_repeat", "negative_point")
 TOTAL = "videoseg_total"
 LENGTH_SCALE = "length_scale"
@@ -88,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set-sft", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--set-grpo", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--max-samples", type=int, default=None, help="use at most this many training samples")
+    p.add_argument("--grpo-name", default="grpo",
+                   help="folder (and job/log/summary name) of the GRPO stage under OUT, so several GRPO variants "
+                        "can start from one SFT model, e.g. --grpo-name grpo_nolen "
+                        "--set-grpo rewards.use_length_penalty=false (run after, or alongside, the default one)")
+    p.add_argument("--ship", default=None, metavar="DIR",
+                   help="finally copy the GRPO model (the SFT one with --grpo-steps 0) to DIR as a bf16 "
+                        "safetensors folder in shards under 15 MB (what models/synthetic-small/reasoner holds)")
     p.add_argument("--summary-only", action="store_true",
                    help="only rewrite OUT/summary.{json,md} from the logs (e.g. after an interrupted run)")
     p.add_argument("--launcher", default="", help='e.g. "accelerate launch --config_file configs/accelerate/ddp.yaml"')
@@ -244,9 +264,10 @@ def stage_done(stage_dir: Path, steps: int) -> bool:
 
 def run_stage(stage: str, args: argparse.Namespace, out: Path, job_file: Path, data_root: Path,
               cache: Path, steps: int) -> dict:
+    """Run stage ``stage`` ('sft', or a GRPO folder name) in a subprocess; its folder is OUT/<stage>."""
     stage_dir = out / stage
     cmd = [*shlex.split(args.launcher)] if args.launcher else [sys.executable]
-    cmd += ["-m", "videoseg_r1.cli", "train", stage, "--config", str(job_file), "--benchmark", "synthetic",
+    cmd += ["-m", "videoseg_r1.cli", "train", "sft" if stage == "sft" else "grpo", "--config", str(job_file), "--benchmark", "synthetic",
             "--data-root", str(data_root), "--output-dir", str(stage_dir), "--max-steps", str(steps),
             "--resume", "auto", "--dataset-cache", str(cache)]
     if args.max_samples is not None:
@@ -262,17 +283,20 @@ def run_stage(stage: str, args: argparse.Namespace, out: Path, job_file: Path, d
         fh.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
                                 bufsize=1)
+        done_steps = steps
         for line in proc.stdout:
             fh.write(line)
+            if line.startswith('{"final_model"'):  # the trainer's last line: the steps actually run
+                done_steps = int(json.loads(line)["steps"])
             if line.strip() and "%|" not in line:  # progress bars stay in the log file only
                 sys.stdout.write(f"  [{stage}] {line}")
         code = proc.wait()
     wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"{stage} failed with exit code {code}; see {out / 'logs' / f'{stage}.log'}")
-    info = {"steps": steps, "wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info = {"steps": done_steps, "requested_steps": steps, "wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     (stage_dir / "stage.json").write_text(json.dumps(info, indent=1))
-    log(f"{stage}: {steps} steps done in {wall:.1f} s (process wall time, start-up included)")
+    log(f"{stage}: {done_steps} of {steps} steps done in {wall:.1f} s (process wall time, start-up included)")
     return info
 
 
@@ -366,6 +390,10 @@ def hardware() -> str:
         return "unknown"
 
 
+def summary_name(args: argparse.Namespace) -> str:
+    return "summary" if args.grpo_name == "grpo" else f"summary_{args.grpo_name}"
+
+
 def write_summary(out: Path, args: argparse.Namespace, jobs: dict[str, dict], argv: list[str]) -> dict:
     model_info = {}
     if (out / "init" / "small_model.json").is_file():
@@ -377,10 +405,10 @@ def write_summary(out: Path, args: argparse.Namespace, jobs: dict[str, dict], ar
         "stages": {st: {**stage_summary(st, out, jobs[st]),
                         **(json.loads((out / st / "stage.json").read_text())
                            if (out / st / "stage.json").is_file() else {})}
-                   for st in STAGES if st in jobs},
+                   for st in jobs},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(summary_markdown(summary))
+    (out / f"{summary_name(args)}.json").write_text(json.dumps(summary, indent=1))
+    (out / f"{summary_name(args)}.md").write_text(summary_markdown(summary))
     return summary
 
 
@@ -395,7 +423,8 @@ def _fmt(v: Any) -> str:
 def summary_markdown(summary: dict) -> str:
     lines = [f"Command: `{summary['command']}`", "", f"Hardware: {summary['hardware']}",
              f"Model parameters: {summary.get('model_parameters')}", ""]
-    sft, grpo = summary["stages"].get("sft", {}), summary["stages"].get("grpo", {})
+    grpo = next((v for k, v in summary["stages"].items() if k != "sft"), {})
+    sft = summary["stages"].get("sft", {})
     lines += ["| stage | steps | steps/s | tokens/s | peak GPU memory (GiB) | loss first → last |",
               "| --- | ---: | ---: | ---: | ---: | --- |"]
     for name, st, tok in (("SFT", sft, sft.get("tokens_per_s")),
@@ -428,20 +457,22 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stages = ("sft", args.grpo_name)
     if args.summary_only:
-        jobs = {st: yaml_load(out / "configs" / f"{st}.yaml") for st in STAGES
+        jobs = {st: yaml_load(out / "configs" / f"{st}.yaml") for st in stages
                 if (out / "configs" / f"{st}.yaml").is_file()}
         write_summary(out, args, jobs, argv)
-        print((out / "summary.md").read_text())
+        print((out / f"{summary_name(args)}.md").read_text())
         return 0
     data_root = ensure_data(args, out)
     init = ensure_model(args, out)
-    steps = {"sft": args.sft_steps, "grpo": args.grpo_steps}
-    start = {"sft": init, "grpo": out / "sft" / "final" if args.sft_steps > 0 else init}
-    sets = {"sft": args.set_sft, "grpo": args.set_grpo}
-    configs = {"sft": args.sft_config, "grpo": args.grpo_config}
+    grpo = args.grpo_name
+    steps = {"sft": args.sft_steps, grpo: args.grpo_steps}
+    start = {"sft": init, grpo: out / "sft" / "final" if args.sft_steps > 0 else init}
+    sets = {"sft": args.set_sft, grpo: args.set_grpo}
+    configs = {"sft": args.sft_config, grpo: args.grpo_config}
     jobs: dict[str, dict] = {}
-    for stage in STAGES:
+    for stage in stages:
         if steps[stage] <= 0:
             log(f"{stage}: skipped (0 steps)")
             continue
@@ -450,15 +481,40 @@ def main(argv: list[str] | None = None) -> int:
         if stage_done(out / stage, steps[stage]):
             log(f"{stage}: already done ({out / stage / 'stage.json'})")
             continue
-        if stage == "grpo" and args.sft_steps > 0 and not (start["grpo"] / "config.json").is_file():
-            raise SystemExit(f"no SFT model in {start['grpo']}")
+        if stage == grpo and args.sft_steps > 0 and not (start[grpo] / "config.json").is_file():
+            raise SystemExit(f"no SFT model in {start[grpo]}")
         cache = samples_cache(out, jobs[stage], data_root, args.max_samples)
         run_stage(stage, args, out, job_file, data_root, cache, steps[stage])
         write_summary(out, args, jobs, argv)
     summary = write_summary(out, args, jobs, argv)
-    print((out / "summary.md").read_text())
-    log(f"summary: {out / 'summary.json'}")
+    print((out / f"{summary_name(args)}.md").read_text())
+    log(f"summary: {out / summary_name(args)}.json")
+    if args.ship:
+        final = out / (grpo if args.grpo_steps > 0 else "sft") / "final"
+        log(f"shipped model: {ship_model(final, Path(args.ship))}")
     return 0 if summary else 1
+
+
+def ship_model(final: Path, dest: Path) -> Path:
+    """``final`` (a float32 reasoner folder) re-saved to ``dest`` in bf16, shards under ``SHARD_SIZE``,
+    with its processor and tokenizer; a folder ``Reasoner.from_pretrained`` loads."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(final, dtype=torch.bfloat16)
+    processor = AutoProcessor.from_pretrained(final)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, max_shard_size=SHARD_SIZE)
+    processor.save_pretrained(tmp)
+    for extra in ("small_model.json",):
+        if (final / extra).is_file():
+            shutil.copy(final / extra, tmp / extra)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def test_script_sft_then_grpo_summary_and_resume(tmp_path, capsys, monkeypatch):
     grpo_job = yaml.safe_load((out / "configs" / "grpo.yaml").read_text())
     assert grpo_job["model"] == str(out / "sft" / "final") and grpo_job["num_generations"] == 2
     assert yaml.safe_load((out / "configs" / "sft.yaml").read_text())["trainer"]["learning_rate"] == 0.002
-    assert len(list((out / "samples").iterdir())) == 1  # samples built once, shared by both stages
+    # samples built once per distinct sample config: SFT also teaches the HTFS prompts, GRPO does not
+    assert len(list((out / "samples").iterdir())) == 2
     grpo_rows = [json.loads(line) for line in (out / "grpo" / "train_log.jsonl").read_text().splitlines()]
     assert all(f"rewards/{c}/mean" in grpo_rows[0] for c in COMPONENTS + ["videoseg_total"])
     summary = json.loads((out / "summary.json").read_text())
@@ -78,6 +79,28 @@ def test_script_sft_then_grpo_summary_and_resume(tmp_path, capsys, monkeypatch):
     assert "sft: already done" in stdout and "grpo: already done" in stdout and "train grpo" not in stdout
     assert _steps(out / "grpo" / "train_log.jsonl") == [1]
     assert _steps(out / "sft" / "train_log.jsonl") == []  # one step < logging_steps: only the run-end row
+
+    # a GRPO variant from the same SFT model, in its own folder, then shipped in bf16
+    ship = tmp_path / "shipped"
+    stdout = _run(out, capsys, "--grpo-steps", "1", "--grpo-name", "grpo_nolen",
+                  "--set-grpo", "rewards.use_length_penalty=false", "--ship", str(ship))
+    assert "sft: already done" in stdout and "train grpo" in stdout
+    job = yaml.safe_load((out / "configs" / "grpo_nolen.yaml").read_text())
+    assert job["rewards"]["use_length_penalty"] is False and job["model"] == str(out / "sft" / "final")
+    assert (out / "grpo_nolen" / "final" / "config.json").is_file() and (out / "summary_grpo_nolen.json").is_file()
+    assert json.loads((out / "summary.json").read_text())["stages"]["grpo"]["steps"] == 1  # untouched
+    import torch
+    from safetensors import safe_open
+
+    from videoseg_r1.config import ReasonerConfig
+    from videoseg_r1.reasoning.reasoner import Reasoner
+
+    files = list(ship.glob("*.safetensors"))
+    assert files and not (tmp_path / "shipped.partial").exists()
+    with safe_open(str(files[0]), "pt") as fh:
+        assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
+    r = Reasoner.from_pretrained(ship, ReasonerConfig(device="cpu", dtype="float32"))
+    assert r.model.dtype == torch.float32
     # an interrupted run (no run-end row) still gets steps/s from the per-step times
     log = out / "grpo" / "train_log.jsonl"
     log.write_text("\n".join(l for l in log.read_text().splitlines() if "train_runtime" not in l) + "\n")

@@ -155,3 +155,21 @@ def test_train_cli_and_configs(tiny_model, samples, tmp_path):
     bad.write_text("trainer: {no_such_option: 1}\n")
     assert main(["train", "grpo", "--config", str(bad), "--model", tiny_model, "--benchmark", "synthetic",
                  "--data-root", str(root), "--output-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_time_limit_callback_stops_and_saves():
+    import time
+
+    from transformers import TrainerControl
+
+    from videoseg_r1.training.grpo import time_limit_callbacks
+
+    assert time_limit_callbacks(0) == []
+    (cb,) = time_limit_callbacks(0.5 / 60)  # half a second
+    control = TrainerControl()
+    cb.on_step_begin(None, None, control)
+    cb.on_step_end(None, None, control)
+    assert not control.should_training_stop
+    time.sleep(0.6)
+    cb.on_step_end(None, None, control)
+    assert control.should_training_stop and control.should_save

@@ -100,6 +100,31 @@ def jsonl_log_callback(path: str | Path):
     return JsonlLogCallback()
 
 
+def time_limit_callbacks(minutes: float) -> list:
+    """``[callback]`` that ends training (with a checkpoint) once ``minutes`` have passed since the
+    first step began; ``[]`` for 0. The run then ends as usual (final model written), short of
+    ``max_steps``; ``--resume auto`` continues it."""
+    if not minutes or minutes <= 0:
+        return []
+    import time
+
+    from transformers import TrainerCallback
+
+    class TimeLimit(TrainerCallback):
+        start = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.start is None:
+                self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.start is not None and time.perf_counter() - self.start > minutes * 60:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return [TimeLimit()]
+
+
 def resolve_resume(resume: str | bool | None, output_dir: str | Path) -> str | bool | None:
     """'auto'/True -> the latest ``checkpoint-*`` in ``output_dir`` (None if there is none); a path
     must exist."""
@@ -137,7 +162,7 @@ def run_grpo(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume:
         train_dataset=train_dataset,
         processing_class=processor,
         peft_config=cfg.lora.peft_config(),
-        callbacks=[jsonl_log_callback(output_dir / LOG_FILE)],
+        callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes)],
     )
     trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
     if save_final:

@@ -87,6 +87,7 @@ class TrainJobConfig:
     data: DataSettings = field(default_factory=DataSettings)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
+    max_minutes: float = 0.0  # stop (saving a checkpoint and the final model) after this long; 0 = no limit
 
 
 def load_job_config(path: str | Path | None, **overrides: Any) -> TrainJobConfig:

@@ -13,7 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from videoseg_r1.training.grpo import FINAL_DIR, LOG_FILE, export_final, jsonl_log_callback, resolve_resume
+from videoseg_r1.training.grpo import (
+    FINAL_DIR,
+    LOG_FILE,
+    export_final,
+    jsonl_log_callback,
+    resolve_resume,
+    time_limit_callbacks,
+)
 from videoseg_r1.training.job import SFT_LR, TrainJobConfig, load_policy, trainer_defaults, trainer_kwargs
 
 SFT_PER_DEVICE_BATCH = 1  # ours: frames make each sample long
@@ -84,7 +91,7 @@ def run_sft(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: 
         train_dataset=to_sft_dataset(train_dataset),
         processing_class=processor,
         peft_config=cfg.lora.peft_config(),
-        callbacks=[jsonl_log_callback(output_dir / LOG_FILE)],
+        callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes)],
     )
     trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
     if save_final:
