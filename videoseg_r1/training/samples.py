@@ -509,16 +509,19 @@ def expression_rng(config: SampleConfig, expr) -> random.Random:
 
 
 def iter_samples(reader, benchmark: str, config: SampleConfig | None = None,
-                 report: BuildReport | None = None, workers: int = 1) -> Iterator[dict[str, Any]]:
+                 report: BuildReport | None = None, workers: int = 1,
+                 encode_images: bool = False) -> Iterator[dict[str, Any]]:
     """Samples of every expression of ``reader``, in expression order (deterministic for a given
-    ``config.seed``); ``workers`` > 1 builds expressions in that many forked processes."""
+    ``config.seed``); ``workers`` > 1 builds expressions in that many forked processes.
+    ``encode_images``: images as ``{"bytes": PNG, "path": None}`` (what a ``datasets.Image`` column
+    stores; encoded by the workers, so building a large dataset is not bound by one process)."""
     config = config or SampleConfig()
     report = report if report is not None else BuildReport()
     cache = _load_difficulty_cache(config.difficulty_file)
     count = 0
     workers = min(int(workers), os.cpu_count() or 1)
-    per_expr = (_parallel_samples(reader, benchmark, config, cache, workers) if workers > 1
-                else _serial_samples(reader, benchmark, config, cache))
+    per_expr = (_parallel_samples(reader, benchmark, config, cache, workers, encode_images) if workers > 1
+                else _serial_samples(reader, benchmark, config, cache, encode_images))
     for samples, part in per_expr:
         report.samples += part.samples
         for reason, n in part.skipped.items():
@@ -530,10 +533,28 @@ def iter_samples(reader, benchmark: str, config: SampleConfig | None = None,
                 return
 
 
-def _serial_samples(reader, benchmark: str, config: SampleConfig, cache):
+def png_image(image) -> dict[str, Any]:
+    """An RGB PIL image as a ``datasets.Image`` value: lossless PNG bytes (light compression: fast)."""
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(np.asarray(image)[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding of a training image failed")
+    return {"bytes": png.tobytes(), "path": None}
+
+
+def _one_expression(reader, expr, benchmark: str, config: SampleConfig, cache, encode_images: bool):
+    part = BuildReport()
+    samples = sample_from_expression(reader, expr, benchmark, config, expression_rng(config, expr), cache, part)
+    if encode_images:
+        for sample in samples:
+            sample["images"] = [png_image(im) for im in sample["images"]]
+    return samples, part
+
+
+def _serial_samples(reader, benchmark: str, config: SampleConfig, cache, encode_images: bool):
     for expr in reader.expressions():
-        part = BuildReport()
-        yield sample_from_expression(reader, expr, benchmark, config, expression_rng(config, expr), cache, part), part
+        yield _one_expression(reader, expr, benchmark, config, cache, encode_images)
 
 
 _FORKED: dict[str, Any] = {}  # what forked sample builders inherit (the reader cannot always be pickled)
@@ -541,18 +562,15 @@ _FORKED: dict[str, Any] = {}  # what forked sample builders inherit (the reader 
 
 def _build_one(index: int):
     f = _FORKED
-    expr = f["expressions"][index]
-    report = BuildReport()
-    samples = sample_from_expression(f["reader"], expr, f["benchmark"], f["config"], expression_rng(f["config"], expr),
-                                     f["cache"], report)
-    return samples, report
+    return _one_expression(f["reader"], f["expressions"][index], f["benchmark"], f["config"], f["cache"], f["encode"])
 
 
-def _parallel_samples(reader, benchmark: str, config: SampleConfig, cache, workers: int):
+def _parallel_samples(reader, benchmark: str, config: SampleConfig, cache, workers: int, encode_images: bool):
     import multiprocessing as mp
 
     expressions = list(reader.expressions())
-    _FORKED.update(reader=reader, expressions=expressions, benchmark=benchmark, config=config, cache=cache)
+    _FORKED.update(reader=reader, expressions=expressions, benchmark=benchmark, config=config, cache=cache,
+                   encode=encode_images)
     try:
         with mp.get_context("fork").Pool(workers) as pool:
             yield from pool.imap(_build_one, range(len(expressions)), chunksize=4)
@@ -598,7 +616,7 @@ def build_dataset(reader, benchmark: str, config: SampleConfig | None = None,
 
     config = config or SampleConfig()
     report = report if report is not None else BuildReport()
-    rows = list(iter_samples(reader, benchmark, config, report, workers))
+    rows = list(iter_samples(reader, benchmark, config, report, workers, encode_images=True))
     if not rows:
         raise ValueError(
             f"no training sample could be built from benchmark {benchmark!r} (split {config.split!r}); "
