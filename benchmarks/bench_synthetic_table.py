@@ -28,6 +28,11 @@ shared by every variant; each reasoner is loaded once for all the variants that 
         --limit 100 --out benchmarks/results/synthetic_table.json
     python benchmarks/bench_synthetic_table.py --quick --limit 2     # CPU smoke test, tiny random models
 
+``--only GLOB`` (repeat or comma list) runs only the variants whose key (``<role>-seed<i>-<frame>-<prompts>``,
+the prediction folder's name) matches, e.g. ``--only 'grpo-seed1-*'``: several processes (or
+machines, with the same absolute paths) can share the work; a last run without ``--only`` finds every
+prediction and only scores. Rows whose variants were not run are marked so.
+
 With ``--limit N`` the N expressions of a split are spread evenly over it (``--pick first``: the first N,
 as ``predict --limit``); the JSON lists them. ``--out X.json`` writes ``X.json`` and ``X.md``. A missing ``--data-root`` is generated first
 (``videoseg-r1 synth`` with ``--synth-videos`` videos, splits valid and test_ood).
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import gc
 import json
 import math
@@ -310,7 +316,7 @@ def aggregate(row: Row, scores: dict, tokens: dict) -> dict:
     out = {"group": row.group, "name": row.name, "role": row.role, "frame": row.frame, "prompts": row.prompts,
            "variants": [v.key for v in row.variants], "seeds": len(row.variants), "splits": {}}
     if not row.variants:
-        out["status"] = "not run (no model given)"
+        out["status"] = "not run"
         return out
     out["status"] = "ok"
     for split in SPLITS:
@@ -410,6 +416,8 @@ def parse_args(argv=None):
     p.add_argument("--short-side", type=int, default=None)
     p.add_argument("--model-input-size", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--only", action="append", metavar="GLOB",
+                   help="run only the variants whose key matches (repeat or comma list), e.g. 'grpo-seed1-*'")
     p.add_argument("--eval-workers", type=int, default=1)
     p.add_argument("--cache-gb", type=float, default=1.0)
     p.add_argument("--quick", action="store_true", help="tiny random models + tiny dataset (CPU smoke test)")
@@ -447,10 +455,6 @@ def main(argv=None) -> int:
                 raise SystemExit(f"--{name.replace('_', '-')} is required (or use --quick)")
         if not any(models.values()):
             raise SystemExit("give at least one reasoner (--sft, --grpo, --grpo-no-length)")
-        for role, paths in models.items():
-            for path in paths:
-                if not Path(path).exists():
-                    raise SystemExit(f"--{role.replace('_', '-')} {path}: no such folder")
     args.models = models
     if args.pred_dir is None:
         if args.out is not None:
@@ -475,11 +479,17 @@ def main(argv=None) -> int:
 
     config = base_config(args)
     rows = table_rows(models)
+    only = split_paths(args.only)
     variants: list[Variant] = []
     for r in rows:
+        if only:
+            r.variants = [v for v in r.variants if any(fnmatch.fnmatchcase(v.key, g) for g in only)]
         for v in r.variants:
             if v not in variants:
                 variants.append(v)
+    for v in variants:
+        if not Path(models[v.role][v.seed]).exists():
+            raise SystemExit(f"--{v.role.replace('_', '-')} {models[v.role][v.seed]}: no such folder")
     variants.sort(key=lambda v: (ROLES.index(v.role), v.seed))  # each reasoner loaded once
     print(f"{len(variants)} variants x {len(SPLITS)} splits ({', '.join(f'{s}: {len(exprs[s])}' for s in SPLITS)} "
           f"expressions); predictions in {args.pred_dir}", file=sys.stderr)

@@ -19,6 +19,14 @@ def _load():
 def test_quick_table_rows_json_and_resume(tmp_path, capsys):
     bench = _load()
     out = tmp_path / "table.json"
+    # a share of the work first: only the second GRPO seed's variants
+    assert bench.main(["--quick", "--limit", "2", "--out", str(out), "--only", "grpo-seed1-*"]) == 0
+    part = json.loads(out.read_text())
+    assert {k.split("/")[0] for k in part["runs"]} == {"grpo-seed1-htfs-box+pos+neg", "grpo-seed1-first-box+pos+neg",
+                                                      "grpo-seed1-middle-box+pos+neg", "grpo-seed1-htfs-box",
+                                                      "grpo-seed1-htfs-box+pos"}
+    assert part["rows"][0]["status"] == "not run" and part["rows"][1]["seeds"] == 1
+    capsys.readouterr()
     assert bench.main(["--quick", "--limit", "2", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     res = json.loads(out.read_text())
@@ -37,6 +45,7 @@ def test_quick_table_rows_json_and_resume(tmp_path, capsys):
             assert set(s["tiers"]) == {"1", "2", "3", "4"}
             assert 0.0 <= s["J&F"]["mean"] <= 100.0
         assert ("reasoning_tokens" in row) == (row["group"] <= 3)
+    assert all((r["predicted"] == 0) == k.startswith("grpo-seed1-") for k, r in res["runs"].items())  # done before
     grpo = res["rows"][1]
     assert grpo["seeds"] == 2 and grpo["splits"]["valid"]["J&F"]["std"] is not None  # two quick GRPO seeds
     # HTFS (row 4) and box + both points (row 5) are the runs of row 2
