@@ -31,7 +31,7 @@ shared by every variant; each reasoner is loaded once for all the variants that 
 ``--only GLOB`` (repeat or comma list) runs only the variants whose key (``<role>-seed<i>-<frame>-<prompts>``,
 the prediction folder's name) matches, e.g. ``--only 'grpo-seed1-*'``: several processes (or
 machines, with the same absolute paths) can share the work; a last run without ``--only`` finds every
-prediction and only scores. Rows whose variants were not run are marked so.
+prediction and only scores (a model is needed only where predictions are missing). Rows whose variants were not run are marked so.
 
 With ``--limit N`` the N expressions of a split are spread evenly over it (``--pick first``: the first N,
 as ``predict --limit``); the JSON lists them. ``--out X.json`` writes ``X.json`` and ``X.md``. A missing ``--data-root`` is generated first
@@ -487,9 +487,6 @@ def main(argv=None) -> int:
         for v in r.variants:
             if v not in variants:
                 variants.append(v)
-    for v in variants:
-        if not Path(models[v.role][v.seed]).exists():
-            raise SystemExit(f"--{v.role.replace('_', '-')} {models[v.role][v.seed]}: no such folder")
     variants.sort(key=lambda v: (ROLES.index(v.role), v.seed))  # each reasoner loaded once
     print(f"{len(variants)} variants x {len(SPLITS)} splits ({', '.join(f'{s}: {len(exprs[s])}' for s in SPLITS)} "
           f"expressions); predictions in {args.pred_dir}", file=sys.stderr)
@@ -500,8 +497,10 @@ def main(argv=None) -> int:
         path = models[v.role][v.seed]
         info = {"key": v.key, "reasoner": str(Path(path).resolve()), "frame": v.frame, "prompts": v.prompts}
 
-        def factory(v=v, path=path):
+        def factory(v=v, path=path):  # only called when predictions are missing
             nonlocal loaded
+            if not Path(path).exists():
+                raise SystemExit(f"--{v.role.replace('_', '-')} {path}: no such folder")
             loaded = loaded or Models(config)
             return loaded.pipeline(v, path)
 
