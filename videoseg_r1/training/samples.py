@@ -59,6 +59,7 @@ SAMPLE_MIN_AREA_PX = 16  # a target counts as visible on a frame with at least t
 NEG_POINT_MIN_L1_PX = 5  # negative-point target: 5..20 px (taxicab) outside every target mask,
 NEG_POINT_MAX_L1_PX = 20  # well inside the reward's (0, 40] window
 TARGET_FRAME_RULES = ("largest", "random", "middle", "first", "given")
+DATASET_CHUNK_ROWS = 1000  # rows per Arrow table when building (keeps each well under 2 GiB)
 TASKS = ("reasoning", "interval", "position")  # the prompts a sample can teach (see the module docstring)
 
 #: Columns of the dataset, in order, with their meaning.
@@ -623,8 +624,14 @@ def build_dataset(reader, benchmark: str, config: SampleConfig | None = None,
             f"skipped expressions: {report.skipped or 'none found'} — check --data-root and --split"
         )
     features = dataset_features() if not config.extra_columns else None
-    columns = {name: [row[name] for row in rows] for name in rows[0]}
-    return Dataset.from_dict(columns, features=features)
+    # in chunks: one Arrow array of every image's bytes would pass Arrow's 2 GiB offset limit
+    parts = [Dataset.from_dict({name: [row[name] for row in rows[i:i + DATASET_CHUNK_ROWS]] for name in rows[0]},
+                               features=features) for i in range(0, len(rows), DATASET_CHUNK_ROWS)]
+    if len(parts) == 1:
+        return parts[0]
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets(parts)
 
 
 def load_reader(benchmark: str, data_root: str | Path, split: str = "train"):
