@@ -63,6 +63,26 @@ def test_train_small_sam2_resumes_and_loads(tmp_path, capsys):
     seg = KeyFrameSegmenter(SegmenterConfig(model=str(out / "final"), device="cpu", dtype="float32"))
     res = seg.segment(video.frames[0], [prompt])
     assert res.masks[0].shape == (48, 64) and res.masks[0].dtype == bool and math.isfinite(res.scores[0])
+    sam = seg.model  # the prompt and image positional encodings stay one matrix through save / load
+    torch.testing.assert_close(sam.prompt_encoder.shared_embedding.positional_embedding,
+                               sam.shared_image_embedding.positional_embedding, rtol=0, atol=0)
+
+
+def test_small_sam2_starts_from_the_reference_initialisation():
+    """transformers' fresh Sam2Model draws its two positional-encoding matrices independently and every
+    weight / embedding from N(0, 0.02); trained from that it never learns to use the prompt."""
+    from videoseg_r1.training.segmenter_training import SmallSam2Config, build_small_sam2
+
+    model, _ = build_small_sam2(SmallSam2Config(), seed=0)
+    torch.testing.assert_close(model.prompt_encoder.shared_embedding.positional_embedding,
+                               model.shared_image_embedding.positional_embedding, rtol=0, atol=0)
+    # torch's defaults, as in facebookresearch/sam2: N(0, 1) embeddings, Kaiming-uniform Linear layers
+    assert 0.8 < float(model.prompt_encoder.point_embed.weight.detach().std()) < 1.2
+    assert 0.8 < float(model.mask_decoder.mask_tokens.weight.detach().std()) < 1.2
+    q = model.mask_decoder.transformer.layers[0].self_attn.q_proj.weight.detach()
+    assert abs(float(q.std()) - 1 / math.sqrt(3 * q.shape[1])) < 0.005
+    again, _ = build_small_sam2(SmallSam2Config(), seed=0)  # still deterministic in the seed
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 def test_train_small_xmem_resumes_and_loads(tmp_path, capsys):
