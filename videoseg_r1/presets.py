@@ -91,8 +91,8 @@ PRESETS: dict[str, Preset] = {
                     "synthetic benchmark; runs on a CPU",
         files={"reasoner": ("reasoner",), "sam2": ("sam2",), "xmem": ("xmem.safetensors", "xmem.pth")},
         train_commands={
-            "reasoner": "python scripts/train_small_reasoner.py --out runs/small_reasoner --init "
-                        "(then copy runs/small_reasoner/grpo/final to {dest}/reasoner)",
+            "reasoner": "python scripts/train_small_reasoner.py --out runs/small_reasoner --init --layers 4 "
+                        "--ship {dest}/reasoner",
             "sam2": "python scripts/train_small_sam2.py --out runs/small_sam2 "
                     "(then copy runs/small_sam2/final to {dest}/sam2)",
             "xmem": "python scripts/train_small_xmem.py --out runs/small_xmem "
