@@ -258,6 +258,10 @@ def write_revos_fixture(root, pred_root, n_expr, n_frames, height, width, seed=0
     (root / "mask_dict_foreground.json").write_text(json.dumps(fore))
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--expressions", type=int, default=50)
@@ -267,7 +271,8 @@ def main(argv=None):
     ap.add_argument("--skip-files", action="store_true", help="only the in-memory metric benchmark")
     args = ap.parse_args(argv)
     n, t, h, w = args.expressions, args.frames, args.height, args.width
-    print(f"{n} expressions x {t} frames at {h}x{w}, cpu cores visible: {os.cpu_count()}")
+    print(f"{n} expressions x {t} frames at {h}x{w}, cpu cores visible: {os.cpu_count()}, "
+          f"load average {_load()} (other processes share these cores: compare only quiet runs)")
 
     t_ours, t_ref, err = bench_metrics(n, t, h, w)
     print(f"[metrics, in memory]  ours {n / t_ours:8.2f} expr/s   reference {n / t_ref:8.2f} expr/s   "
@@ -296,6 +301,7 @@ def main(argv=None):
         for workers, tt in times.items():
             print(f"                      ours --workers {workers}: {n / tt:8.2f} expr/s   speed-up {t_ref / tt:5.1f}x")
         print(f"                      max |diff| per expression (J, F, R): {err:.1e}")
+        print(f"load average at the end {_load()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

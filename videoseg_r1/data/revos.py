@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from videoseg_r1.data.base import BenchmarkReader, DatasetError, DataRootError, Expression, load_json, require_dir
+from videoseg_r1.data.rle import RleTrack, track_from_rles
 from videoseg_r1.masks import MaskError, rle_decode
 
 
@@ -50,6 +51,14 @@ def _decode_rles(rles: list, shape: tuple[int, int], where: str) -> np.ndarray:
             raise DatasetError(f"{where} frame {t}: malformed COCO RLE ({exc})" if not isinstance(exc, MaskError)
                                else str(exc)) from None
     return out
+
+
+def _track(rles: list, shape: tuple[int, int], where: str) -> RleTrack:
+    """``track_from_rles`` with the readers' error type."""
+    try:
+        return track_from_rles(rles, shape, where)
+    except MaskError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 class RevosStyleReader(BenchmarkReader):
@@ -152,7 +161,7 @@ class RevosStyleReader(BenchmarkReader):
         return out
 
     # -- masks -----------------------------------------------------------------------------
-    def _decode_track(self, anno_id: Any, n_frames: int, shape: tuple[int, int]) -> np.ndarray:
+    def _track_rles(self, anno_id: Any, n_frames: int) -> tuple[list, str]:
         track = self.mask_dict.get(str(anno_id))
         where = f"{self.mask_dict_path()} [anno {anno_id}]"
         if track is None:
@@ -160,7 +169,28 @@ class RevosStyleReader(BenchmarkReader):
         if not isinstance(track, list) or len(track) < n_frames:
             raise DatasetError(f"{where}: expected a list of {n_frames} per-frame RLEs, got "
                                f"{len(track) if isinstance(track, list) else type(track).__name__}")
-        return _decode_rles(track[:n_frames], shape, where)
+        return track[:n_frames], where
+
+    def _decode_track(self, anno_id: Any, n_frames: int, shape: tuple[int, int]) -> np.ndarray:
+        rles, where = self._track_rles(anno_id, n_frames)
+        return _decode_rles(rles, shape, where)
+
+    def target_tracks(self, expr: Expression) -> list[RleTrack]:
+        """The expression's targets as run-length tracks, one per listed annotation (repeats kept, as
+        ``instance_masks``): what the evaluator's window-by-window path reads instead of full masks."""
+        n = len(self.frame_names(expr.video))
+        shape = self.frame_size(expr.video)
+        cache = self.__dict__.setdefault("_track_cache", {})
+        out = []
+        for anno in expr.anno_ids:
+            key = (str(anno), n, shape)
+            if key not in cache:
+                if len(cache) >= 64:  # expressions of one video share targets; keep a few videos' worth
+                    cache.clear()
+                rles, where = self._track_rles(anno, n)
+                cache[key] = _track(rles, shape, where)
+            out.append(cache[key])
+        return out
 
     def object_masks(self, expr: Expression) -> dict[Any, np.ndarray]:
         n = len(self.frame_names(expr.video))
@@ -189,15 +219,20 @@ class RevosStyleReader(BenchmarkReader):
             return cached[1]
         out = self._read_foreground(video)
         self._fore_cache = (video, out)
-        self._fore_counts = (video, None if out is None else np.count_nonzero(out, axis=(1, 2)).astype(np.int64))
         return out
 
     def foreground_counts(self, video: str) -> np.ndarray | None:
-        """(T,) int64 annotated-foreground pixels per frame (the denominator of R)."""
-        self.foreground_masks(video)
-        return self._fore_counts[1]
+        """(T,) int64 annotated-foreground pixels per frame (the denominator of R), counted from the
+        run lengths without decoding the masks (cached for the last video)."""
+        cached = getattr(self, "_fore_counts", None)
+        if cached is not None and cached[0] == video:
+            return cached[1]
+        found = self._foreground_rles(video)
+        counts = None if found is None else _track(found[0], self.frame_size(video), found[1]).counts()
+        self._fore_counts = (video, counts)
+        return counts
 
-    def _read_foreground(self, video: str) -> np.ndarray | None:
+    def _foreground_rles(self, video: str) -> tuple[list, str] | None:
         path = self.foreground_path()
         if path is None or not path.is_file():
             return None
@@ -209,10 +244,13 @@ class RevosStyleReader(BenchmarkReader):
             raise DatasetError(f"video {video!r} has no entry in {path}")
         rles = entry.get("masks_rle") if isinstance(entry, dict) else entry
         n = len(self.frame_names(video))
-        shape = self.frame_size(video)
         if not isinstance(rles, list) or len(rles) < n:
             raise DatasetError(f"{where}: expected {n} per-frame RLEs")
-        return _decode_rles(rles[:n], shape, where)
+        return rles[:n], where
+
+    def _read_foreground(self, video: str) -> np.ndarray | None:
+        found = self._foreground_rles(video)
+        return None if found is None else _decode_rles(found[0], self.frame_size(video), found[1])
 
 
 class RevosReader(RevosStyleReader):

@@ -73,7 +73,9 @@ def _parallel_map(fn: Callable, tasks: list, workers: int, progress: bool, desc:
     results = []
     try:
         if workers <= 1 or len(tasks) <= 1 or "fork" not in mp.get_all_start_methods():
-            for t in tasks:
+            for i, t in enumerate(tasks):
+                if i + 1 < len(tasks) and hasattr(fn, "prefetch"):  # overlap the next task's file reading
+                    fn.prefetch(tasks[i + 1])
                 results.append(fn(t))
                 bar.update(1)
             return results
@@ -130,6 +132,16 @@ class _ExpressionTask:
 
     def __call__(self, expr) -> ExpressionResult:
         return self.scorer(self.reader, self.store, expr, self.options)
+
+    def prefetch(self, expr) -> None:
+        """Let the prediction store start decoding ``expr``'s PNGs while the current one is scored
+        (only where the scorer streams them: ReVOS-shaped readers)."""
+        if self.scorer is score_expression and hasattr(self.reader, "target_tracks"):
+            try:
+                frames, shape = self.reader.eval_frames(expr), self.reader.frame_size(expr.video)
+            except Exception:  # a bad annotation is reported when that expression is scored
+                return
+            self.store.plan(expr, frames, shape)
 
 
 class _DavisTask:

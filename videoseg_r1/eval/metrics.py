@@ -17,12 +17,15 @@ foreground):
   0 or all 1, has an empty boundary.)
 * Both accept (H, W) -> float or (T, H, W) -> float64 array of T values; ``jf`` returns both at once.
 
-How F is fast: each block of frames is first cropped to the box holding all foreground of both masks
-(exact, see ``_content_box``); inside it, masks are bit-packed along W into 64-bit words (64 pixels per word), the boundary map is
-computed with word shifts, and the disk dilation is the union over rows dy in [-r, r] of horizontal
-dilations by half-width floor(sqrt(r^2 - dy^2)), all as whole-array word operations over chunks of
-frames. Counting is a popcount. The integer counts equal the reference's, and the float arithmetic is
-done in the same order, so the results are bitwise the reference's.
+How F is fast: each block of frames is first cropped to the window holding all foreground of both
+masks plus a one-pixel margin (exact, see ``content_window``); inside it, prediction and ground truth
+are bit-packed along W into 64-bit words (64 pixels per word) and stacked, so every word operation runs
+once for both. The boundary map is computed with word shifts, and the disk dilation is the union over
+rows dy in [-r, r] of horizontal dilations by half-width floor(sqrt(r^2 - dy^2)), the levels grown by
+doubling steps on the flattened words (see the kernels' comment). Counting is a popcount. The integer
+counts equal the reference's, and the float arithmetic is done in the same order, so the results are
+bitwise the reference's. The evaluator's streaming path (``eval/windows.py``) cuts the windows out of
+RLE runs and PNG frames itself and calls ``jf_in_window``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ _CHUNK_FRAMES = 8  # frames per block: the block is cropped to its content box, 
 
 __all__ = [
     "DEFAULT_BOUND_TH", "boundary_radius", "disk", "seg2bmap", "region_similarity", "contour_accuracy", "jf",
-    "Stats", "db_statistics", "robustness", "robustness_from_counts", "RobustnessMode", "FrameCounts", "iou_counts", "giou", "ciou",
+    "Stats", "db_statistics", "robustness", "robustness_from_counts", "parity_false_positives",
+    "content_window", "jf_in_window", "RobustnessMode", "FrameCounts", "iou_counts", "giou", "ciou",
 ]
 
 
@@ -110,15 +114,20 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- bit-packed kernels
-# A packed array has shape (T, H, NW) uint64; pixel x of a row is bit (x % 64) of word x // 64.
-# Padding bits beyond W are zero.
+# A packed array has shape (T, H, NW) uint64; pixel x of a row is bit (x % 64) of word x // 64, and
+# every row ends in a tail of at least ``pad`` zero bits (W + pad <= 64 * NW). The horizontal shifts
+# work on the flattened array, all rows as one bit string: whole-array operations on long contiguous
+# runs are several times faster than per-row slices of a few words. A shift by k <= pad only moves
+# bits between a row and the neighbouring tails, never onto another row's pixels; tail bits that pick
+# something up are cleared (boundary maps) or never counted (dilations are only ANDed with boundary
+# maps, whose tails are zero).
 
 
-def _pack(masks: np.ndarray) -> np.ndarray:
-    """(T, H, W) bool -> (T, H, ceil(W/64)) uint64."""
+def _pack(masks: np.ndarray, pad: int = 0) -> np.ndarray:
+    """(T, H, W) masks (non-zero = 1) -> (T, H, NW) uint64, NW = ceil((W + pad) / 64)."""
     t, h, w = masks.shape
     nbytes = (w + 7) // 8
-    nw = (w + 63) // 64
+    nw = (w + pad + 63) // 64
     packed = np.packbits(masks, axis=-1, bitorder="little")
     if nbytes != nw * 8:
         buf = np.zeros((t, h, nw * 8), dtype=np.uint8)
@@ -139,42 +148,31 @@ def _popcount(words: np.ndarray) -> np.ndarray:
     return table[words.view(np.uint8)].sum(axis=(1, 2), dtype=np.int64)  # pragma: no cover
 
 
-def _look_right(a: np.ndarray, k: int) -> np.ndarray:
-    """out[x] = a[x + k] (zero beyond the row)."""
-    q, s = divmod(k, 64)
-    if q:
-        b = np.zeros_like(a)
-        if q < a.shape[-1]:
-            b[..., :-q] = a[..., q:]
-        a = b
-    if s == 0:
-        return a.copy() if not q else a
-    out = a >> np.uint64(s)
-    out[..., :-1] |= a[..., 1:] << np.uint64(64 - s)
-    return out
+def _next_pixel(a: np.ndarray) -> np.ndarray:
+    """out[x] = a[x + 1] along the flattened bit string (needs a tail of >= 1 bit)."""
+    f = a.reshape(-1)
+    out = f >> np.uint64(1)
+    out[:-1] |= f[1:] << np.uint64(63)
+    return out.reshape(a.shape)
 
 
-def _look_left(a: np.ndarray, k: int) -> np.ndarray:
-    """out[x] = a[x - k] (zero before the row start)."""
-    q, s = divmod(k, 64)
-    if q:
-        b = np.zeros_like(a)
-        if q < a.shape[-1]:
-            b[..., q:] = a[..., :-q]
-        a = b
-    if s == 0:
-        return a.copy() if not q else a
-    out = a << np.uint64(s)
-    out[..., 1:] |= a[..., :-1] >> np.uint64(64 - s)
+def _grow(f: np.ndarray, k: int) -> np.ndarray:
+    """out[x] = f[x - k] | f[x] | f[x + k] on a flat packed bit string, 0 < k < 64."""
+    out = f << np.uint64(k)
+    out |= f
+    out |= f >> np.uint64(k)
+    carry = np.uint64(64 - k)
+    out[1:] |= f[:-1] >> carry
+    out[:-1] |= f[1:] << carry
     return out
 
 
 def _packed_boundary(p: np.ndarray, width: int) -> np.ndarray:
-    """Bit-packed ``seg2bmap``: (T, H, NW) -> (T, H, NW)."""
-    e = _look_right(p, 1)
+    """Bit-packed ``seg2bmap``: (T, H, NW) with a tail of >= 1 bit -> (T, H, NW), tails zero."""
+    e = _next_pixel(p)
     s = np.zeros_like(p)
     s[:, :-1] = p[:, 1:]
-    se = _look_right(s, 1)
+    se = _next_pixel(s)
     b = (p ^ e) | (p ^ s)
     b |= p ^ se
     b[:, -1] = p[:, -1] ^ e[:, -1]
@@ -183,6 +181,10 @@ def _packed_boundary(p: np.ndarray, width: int) -> np.ndarray:
     col = (p[..., wl] ^ s[..., wl]) & last
     b[..., wl] = (b[..., wl] & ~last) | col
     b[:, -1, wl] &= ~last
+    row = np.zeros(p.shape[-1], dtype=np.uint64)  # the row's pixels: clear what was shifted into the tail
+    row[:wl] = ~np.uint64(0)
+    row[wl] = np.uint64((1 << (bit + 1)) - 1)
+    b &= row
     return b
 
 
@@ -192,39 +194,30 @@ def _disk_widths(radius: int) -> list[int]:
 
 
 def _packed_dilate(b: np.ndarray, radius: int) -> np.ndarray:
-    """Dilate a packed map by ``disk(radius)`` (cv2.dilate semantics: nothing enters from outside)."""
+    """Dilate a packed map whose rows have tails of >= ``radius`` bits by ``disk(radius)`` (cv2.dilate
+    semantics: nothing enters from outside; the tails receive garbage).
+
+    The disk is the union over rows dy of horizontal segments of half-width w(dy) (``_disk_widths``):
+    each distinct half-width is a horizontal dilation level, grown from the previous level by steps of
+    at most 2 * (current half-width) + 1 so the segment stays contiguous (0 -> 1 -> 3 -> 5 -> ... in
+    a handful of whole-array word operations), then every row ORs in its neighbours' levels.
+    """
     widths = _disk_widths(radius)
-    needed = set(widths)
     t, h, nw = b.shape
-    flat = b.reshape(t * h, nw)
-    # Horizontal dilation of an empty row is empty: work on the rows that hold boundary pixels only
-    # (typically a small fraction), then scatter back.
-    active = np.flatnonzero(flat.any(axis=1))
-    compact = active.size < 0.75 * flat.shape[0]
-    src = flat[active] if compact else flat
-    levels_c: dict[int, np.ndarray] = {0: src}
-    cur = src
-    for k in range(1, max(widths) + 1):
-        cur = cur | _look_left(src, k)
-        cur |= _look_right(src, k)
-        if k in needed:
-            levels_c[k] = cur
-    if not compact:
-        levels = {k: lv.reshape(t, h, nw) for k, lv in levels_c.items()}
-        out = levels[widths[0]].copy()
-        for dy in range(1, min(radius, h - 1) + 1):
-            row = levels[widths[dy]]
-            out[:, :-dy] |= row[:, dy:]  # out[y] |= row[y + dy]
-            out[:, dy:] |= row[:, :-dy]  # out[y] |= row[y - dy]
-        return out
-    out = np.zeros_like(flat)
-    y = active % h
-    for dy in range(-min(radius, h - 1), min(radius, h - 1) + 1):
-        lv = levels_c[widths[abs(dy)]]
-        ok = (y >= dy) & (y < h + dy)  # row y - dy exists: active row y lands on out[y - dy]
-        idx = active[ok] - dy
-        out[idx] |= lv[ok]  # indices are unique, so the fancy read-modify-write is exact
-    return out.reshape(t, h, nw)
+    levels = {0: b}
+    cur, have = b.reshape(-1), 0
+    for wd in sorted(set(widths)):
+        while have < wd:
+            step = min(wd - have, 2 * have + 1, 63)
+            cur = _grow(cur, step)
+            have += step
+        levels[wd] = cur.reshape(b.shape)
+    out = levels[widths[0]].copy()
+    for dy in range(1, min(radius, h - 1) + 1):
+        row = levels[widths[dy]]
+        out[:, :-dy] |= row[:, dy:]  # out[y] |= row[y + dy]
+        out[:, dy:] |= row[:, :-dy]  # out[y] |= row[y - dy]
+    return out
 
 
 def _f_from_counts(n_fg: np.ndarray, n_gt: np.ndarray, fg_match: np.ndarray, gt_match: np.ndarray) -> np.ndarray:
@@ -247,49 +240,56 @@ def _f_from_counts(n_fg: np.ndarray, n_gt: np.ndarray, fg_match: np.ndarray, gt_
     return f.astype(np.float64)
 
 
-def _jf_chunk(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None, radius: int,
-              want_j: bool, want_f: bool, counts: list | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    t, h, w = pred.shape
-    p = _pack(pred)
-    g = _pack(gt)
+def _jf_chunk(pred: np.ndarray, gt: np.ndarray, radius: int, want_j: bool, want_f: bool,
+              counts: list | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """J and F of (K, h, w) masks (non-zero = foreground). Prediction and ground truth are packed into
+    one (2K, h, NW) array so each word operation below runs once for both."""
+    k, _, w = pred.shape
+    pad = max(radius, 1) if want_f else 0
+    pg = np.concatenate([_pack(pred, pad), _pack(gt, pad)])
+    p, g = pg[:k], pg[k:]
     j = f = None
-    if void is not None:
-        nv = ~_pack(void)
-        p &= nv
-        g &= nv
     if want_j:
+        n = _popcount(pg)
         inter = _popcount(p & g)
-        union = _popcount(p | g)
+        union = n[:k] + n[k:] - inter
         if counts is not None:
-            counts.append((_popcount(p), _popcount(g), inter))
+            counts.append((n[:k], n[k:], inter))
         with np.errstate(divide="ignore", invalid="ignore"):
             j = inter / union
         j[np.isclose(union, 0)] = 1
     if want_f:
-        bp = _packed_boundary(p, w)
-        bg = _packed_boundary(g, w)
-        n_fg = _popcount(bp)
-        n_gt = _popcount(bg)
-        fg_match = np.zeros(t, dtype=np.int64)
-        gt_match = np.zeros(t, dtype=np.int64)
+        bpg = _packed_boundary(pg, w)
+        n = _popcount(bpg)
+        n_fg, n_gt = n[:k], n[k:]
+        fg_match = np.zeros(k, dtype=np.int64)
+        gt_match = np.zeros(k, dtype=np.int64)
         both = np.flatnonzero((n_fg > 0) & (n_gt > 0))  # only these frames need the dilation
         if both.size:
-            sub_p, sub_g = bp[both], bg[both]
-            fg_match[both] = _popcount(sub_p & _packed_dilate(sub_g, radius))
-            gt_match[both] = _popcount(sub_g & _packed_dilate(sub_p, radius))
+            sub = bpg if both.size == k else bpg[np.concatenate([both, both + k])]
+            dil = _packed_dilate(sub, radius)
+            m = both.size
+            fg_match[both] = _popcount(sub[:m] & dil[m:])
+            gt_match[both] = _popcount(sub[m:] & dil[:m])
         f = _f_from_counts(n_fg, n_gt, fg_match, gt_match)
     return j, f
 
 
-def _content_box(p: np.ndarray, g: np.ndarray) -> tuple[slice, slice] | None:
-    """Smallest (rows, cols) window of a chunk that holds every foreground pixel of both masks plus a
-    one-pixel zero margin above / left of it and below / right of it (or the image edge).
+def content_window(y0: int, y1: int, x0: int, x1: int, height: int, width: int) -> tuple[slice, slice]:
+    """The window on which J and F equal their full-frame values, for masks whose foreground (both
+    masks, every frame of the block) lies in rows y0..y1 and columns x0..x1 (inclusive): those bounds
+    plus a one-pixel margin on every side, clipped to the image.
 
-    Every boundary pixel lies in [y0 - 1, y1] x [x0 - 1, x1], the extra zero row / column below and to
-    the right make the window's own last-row / last-column rule give the full image's values, and the
+    Every boundary pixel lies in [y0 - 1, y1] x [x0 - 1, x1]; the extra zero row / column below and to
+    the right make the window's own last-row / last-column rule give the full image's values; the
     dilation only ever reads boundary pixels, which are all inside. So J and F on the window equal J and
     F on the full frames (the radius still comes from the full image size).
     """
+    return slice(max(y0 - 1, 0), min(y1 + 2, height)), slice(max(x0 - 1, 0), min(x1 + 2, width))
+
+
+def _content_box(p: np.ndarray, g: np.ndarray) -> tuple[slice, slice] | None:
+    """``content_window`` of a block of dense masks, or None if both are empty in every frame."""
     _, h, w = p.shape
     rows = p.any(axis=2).any(axis=0) | g.any(axis=2).any(axis=0)
     ys = np.flatnonzero(rows)
@@ -298,8 +298,7 @@ def _content_box(p: np.ndarray, g: np.ndarray) -> tuple[slice, slice] | None:
     y0, y1 = int(ys[0]), int(ys[-1])
     cols = p[:, y0:y1 + 1].any(axis=1).any(axis=0) | g[:, y0:y1 + 1].any(axis=1).any(axis=0)
     xs = np.flatnonzero(cols)
-    x0, x1 = int(xs[0]), int(xs[-1])
-    return slice(max(y0 - 1, 0), min(y1 + 2, h)), slice(max(x0 - 1, 0), min(x1 + 2, w))
+    return content_window(y0, y1, int(xs[0]), int(xs[-1]), h, w)
 
 
 @dataclass(frozen=True)
@@ -309,6 +308,16 @@ class FrameCounts:
     pred: np.ndarray
     gt: np.ndarray
     inter: np.ndarray
+
+
+def jf_in_window(pred: np.ndarray, gt: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, FrameCounts]:
+    """J, F (each (K,)) and the pixel counts of (K, h, w) masks cut out of full frames by
+    ``content_window`` (non-zero = foreground, any integer or bool dtype), with the dilation radius of
+    the full frames (``boundary_radius``). The evaluator's streaming path calls this on windows it
+    decoded itself; ``jf`` on dense masks does the same after finding the window."""
+    parts: list = []
+    j, f = _jf_chunk(pred, gt, radius, True, True, parts)
+    return j, f, FrameCounts(*(np.asarray(x, dtype=np.int64) for x in parts[0]))
 
 
 def _jf_impl(pred, gt, void, bound_th, want_j, want_f, counts: list | None = None):
@@ -332,7 +341,7 @@ def _jf_impl(pred, gt, void, bound_th, want_j, want_f, counts: list | None = Non
                 counts.append((z, z, z))
             continue
         ys, xs = box
-        j, f = _jf_chunk(p[:, ys, xs], g[:, ys, xs], None, radius, want_j, want_f, counts)
+        j, f = _jf_chunk(p[:, ys, xs], g[:, ys, xs], radius, want_j, want_f, counts)
         js.append(j)
         fs.append(f)
     j = np.concatenate(js) if want_j and js else (np.zeros(0) if want_j else None)
@@ -468,12 +477,21 @@ def robustness(pred: np.ndarray, gt_instances: Sequence[np.ndarray] | np.ndarray
         # exactly on the false positives
         neg = np.count_nonzero(pred & ~union, axis=(1, 2)).astype(np.int64) * np.int64(v)
     else:
-        count = np.zeros(pred.shape, dtype=np.uint8)
-        for m in inst:
-            count += m.view(np.uint8)
-        prod = (np.uint8(1) - count) * (pred.view(np.uint8) * v)
-        neg = prod.sum(axis=(1, 2), dtype=np.uint64).astype(np.int64)
+        neg = parity_false_positives(pred, inst, pred_value)
     return robustness_from_counts(neg, pos, "parity")
+
+
+def parity_false_positives(pred: np.ndarray, gt_instances: Sequence[np.ndarray], pred_value: int = 1) -> np.ndarray:
+    """The reference ReVOS script's false-positive count per frame, (T,) int64, in its uint8 arithmetic:
+    sum(uint8(1 - sum of the target masks) * pred * pred_value) (see ``robustness``). pred and each
+    target: (T, H, W) bool. Only pixels where pred is set contribute, so a window holding all of the
+    prediction gives the full frames' counts."""
+    v = np.uint8(pred_value & 0xFF)
+    count = np.zeros(pred.shape, dtype=np.uint8)
+    for m in gt_instances:
+        count += np.asarray(m, dtype=bool).view(np.uint8)
+    prod = (np.uint8(1) - count) * (np.asarray(pred, dtype=bool).view(np.uint8) * v)
+    return prod.sum(axis=(1, 2), dtype=np.uint64).astype(np.int64)
 
 
 def robustness_from_counts(neg: np.ndarray, pos: np.ndarray, mode: RobustnessMode = "parity") -> np.ndarray:

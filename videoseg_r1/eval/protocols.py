@@ -12,6 +12,10 @@ official ReVOS / MeViS behaviour) or is left out of the means (``missing="skip"`
 ReasonVOS script does). A missing frame inside a present expression, a wrong size or an unreadable file
 raise ``PredictionError`` / ``PredictionFileMissing`` naming the file.
 
+ReVOS-shaped benchmarks (ReVOS, MeViS, synthetic) are scored block by block on windows around the
+foreground, straight from the ground truth's RLE runs and the PNGs decoded on threads
+(``eval/windows.py``, for speed); the others decode full masks and call ``metrics.jf``. Same numbers.
+
 Protocols (all scores in percent in the summaries):
 
 * ReVOS: per expression J and F averaged over all frames of the video (absent-target frames included;
@@ -45,9 +49,11 @@ import numpy as np
 
 from videoseg_r1.config import DIFFICULTY_TAU_EASY, DIFFICULTY_TAU_HARD
 from videoseg_r1.data.base import BenchmarkReader, Expression
+from videoseg_r1.data.rle import RleTrack, track_from_rles
 from videoseg_r1.eval.metrics import (RobustnessMode, ciou, db_statistics, giou, iou_counts, jf, robustness,
                                       robustness_from_counts)
-from videoseg_r1.masks import MaskError, rle_decode, union
+from videoseg_r1.eval.windows import PngFrames, score_blocks
+from videoseg_r1.masks import MaskError, union
 
 MissingPolicy = Literal["zero", "skip"]
 DAVIS_MAX_PROPOSALS = 20  # davis2017-evaluation's limit on proposals per sequence
@@ -64,20 +70,6 @@ class PredictionFileMissing(FileNotFoundError):
 # ----------------------------------------------------------------------------- predictions
 
 
-_IO_POOL: tuple[int, object] | None = None
-
-
-def _io_pool():
-    """A small thread pool for file decoding, one per process (pools do not survive a fork)."""
-    global _IO_POOL
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    if _IO_POOL is None or _IO_POOL[0] != os.getpid():
-        _IO_POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)))
-    return _IO_POOL[1]
-
-
 class PredictionStore:
     """Reads predicted masks from ``root`` (see the module docstring for the two layouts)."""
 
@@ -85,6 +77,7 @@ class PredictionStore:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"predictions folder not found: {self.root}")
+        self._planned: dict[str, PngFrames] = {}
 
     def folder(self, expr: Expression) -> Path:
         return self.root / expr.video / expr.exp_id
@@ -97,18 +90,23 @@ class PredictionStore:
 
     def load(self, expr: Expression, frames: Sequence[str], shape: tuple[int, int]) -> np.ndarray:
         """(T, H, W) bool masks of ``frames``; raises if any frame is missing or wrongly sized."""
-        out = np.zeros((len(frames), *shape), dtype=bool)
+        src = self.source(expr, frames, shape)
+        try:
+            return src.crop(0, len(frames), slice(0, shape[0]), slice(0, shape[1])) != 0
+        finally:
+            if isinstance(src, PngFrames):
+                src.close()
+
+    def source(self, expr: Expression, frames: Sequence[str], shape: tuple[int, int]) -> PngFrames | RleTrack:
+        """The prediction as a mask source for ``windows.score_blocks``: PNG frames decoded on threads,
+        or the json's RLEs kept as runs. Errors surface when the bad frame is reached."""
         folder = self.folder(expr)
         if folder.is_dir():
-            def read(t: int) -> None:
-                out[t] = self._read_png(folder / f"{frames[t]}.png", shape)
-
-            if len(frames) >= 8:  # PNG decoding releases the GIL: read frames on a few threads
-                list(_io_pool().map(read, range(len(frames))))
-            else:
-                for t in range(len(frames)):
-                    read(t)
-            return out
+            src = self._planned.pop(expr.key, None)
+            if src is None or src.paths != [folder / f"{fr}.png" for fr in frames]:
+                src = self._png_frames(folder, frames, shape)
+            src.successor = next(reversed(self._planned.values()), None)
+            return src
         path = self.json_path(expr)
         if not path.is_file():
             raise PredictionFileMissing(f"no prediction for {expr.key}: neither {folder}/ nor {path}")
@@ -118,17 +116,29 @@ class PredictionStore:
             raise PredictionError(f"malformed prediction json {path}: {exc}") from None
         if not isinstance(data, dict):
             raise PredictionError(f"malformed prediction json {path}: expected {{frame: RLE or null}}")
-        for t, fr in enumerate(frames):
+        for fr in frames:
             if fr not in data:
                 raise PredictionFileMissing(f"frame {fr!r} missing from prediction json {path}")
-            try:
-                out[t] = rle_decode(data[fr], shape, where=f"{path} [frame {fr}]")
-            except MaskError as exc:
-                raise PredictionError(str(exc)) from None
-        return out
+        try:
+            return track_from_rles([data[fr] for fr in frames], shape, where=str(path), frame_names=frames)
+        except MaskError as exc:
+            raise PredictionError(str(exc)) from None
+
+    def plan(self, expr: Expression, frames: Sequence[str], shape: tuple[int, int]) -> None:
+        """Announce the expression that will be scored after the current one (sequential evaluation):
+        its PNG frames are decoded once the current expression has queued all of its own."""
+        folder = self.folder(expr)
+        if folder.is_dir():
+            self._planned[expr.key] = self._png_frames(folder, frames, shape)
+            while len(self._planned) > 2:  # the current expression's and the next one's
+                self._planned.pop(next(iter(self._planned))).close()
+
+    def _png_frames(self, folder: Path, frames: Sequence[str], shape: tuple[int, int]) -> PngFrames:
+        return PngFrames([folder / f"{fr}.png" for fr in frames], lambda p: self._read_png(p, shape))
 
     @staticmethod
     def _read_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+        """One prediction frame as (H, W) uint8, non-zero = foreground (values kept: no full-frame pass)."""
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if img is None:
             if not path.is_file():
@@ -139,7 +149,9 @@ class PredictionStore:
         if img.shape != tuple(shape):
             raise PredictionError(f"prediction {path} has size {img.shape[0]}x{img.shape[1]}, "
                                   f"the ground truth is {shape[0]}x{shape[1]}")
-        return img != 0
+        if img.dtype != np.uint8:  # 16-bit PNGs
+            img = (img != 0).view(np.uint8)
+        return img
 
 
 # ----------------------------------------------------------------------------- per expression
@@ -180,6 +192,8 @@ def score_expression(reader: BenchmarkReader, store: PredictionStore, expr: Expr
     if not store.has(expr):
         return ExpressionResult(j=0.0, f=0.0, r=0.0 if has_r else None, missing=True, **base)
     frames = reader.eval_frames(expr)
+    if hasattr(reader, "target_tracks"):  # ReVOS-shaped: ground truth as runs, scored window by window
+        return _score_blocks_expression(reader, store, expr, options, frames, base)
     inst = None
     if has_r and options.r_mode == "parity" and expr.anno_ids:
         inst = reader.instance_masks(expr)  # decoded once: the union below is the ground truth
@@ -200,6 +214,27 @@ def score_expression(reader: BenchmarkReader, store: PredictionStore, expr: Expr
                 rob = robustness_from_counts(counts.pred - counts.inter, pos, options.r_mode)
             r = float(rob.mean())
     return ExpressionResult(j=float(j_t.mean()), f=float(f_t.mean()), r=r, num_frames=len(frames), **base)
+
+
+def _score_blocks_expression(reader, store: PredictionStore, expr: Expression, options: ScoreOptions,
+                             frames: Sequence[str], base: dict) -> ExpressionResult:
+    """``score_expression`` for readers whose targets are RLE tracks (``windows.score_blocks``)."""
+    shape = reader.frame_size(expr.video)
+    targets = reader.target_tracks(expr)
+    pos = reader.foreground_counts(expr.video) if reader.has_robustness else None
+    if pos is not None and len(pos) != len(frames):
+        raise ValueError(f"foreground masks of {expr.video} have {len(pos)} frames, the video {len(frames)}")
+    pred = store.source(expr, frames, shape)
+    try:
+        s = score_blocks(pred, targets, len(frames), shape, parity_neg=pos is not None and options.r_mode == "parity")
+    finally:
+        if isinstance(pred, PngFrames):
+            pred.close()
+    r = None
+    if pos is not None:
+        neg = s.parity_neg if options.r_mode == "parity" else s.counts.pred - s.counts.inter
+        r = float(robustness_from_counts(neg, pos, options.r_mode).mean())
+    return ExpressionResult(j=float(s.j.mean()), f=float(s.f.mean()), r=r, num_frames=len(frames), **base)
 
 
 def score_image_expression(reader: BenchmarkReader, store: PredictionStore, expr: Expression,
