@@ -33,7 +33,9 @@ the prediction folder's name) matches, e.g. ``--only 'grpo-seed1-*'``: several p
 machines, with the same absolute paths) can share the work; a last run without ``--only`` finds every
 prediction and only scores (a model is needed only where predictions are missing). Rows whose variants were not run are marked so.
 
-With ``--limit N`` the N expressions of a split are spread evenly over it (``--pick first``: the first N,
+With ``--limit N`` the N expressions of a split are a seeded random sample of it, kept in benchmark
+order (``--pick spread``: evenly spaced, which can alias with the per-video order of the tiers;
+``--pick first``: the first N,
 as ``predict --limit``); the JSON lists them. ``--out X.json`` writes ``X.json`` and ``X.md``. A missing ``--data-root`` is generated first
 (``videoseg-r1 synth`` with ``--synth-videos`` videos, splits valid and test_ood).
 """
@@ -60,6 +62,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SPLITS = ("valid", "test_ood")
 TIERS = (1, 2, 3, 4)
 METRICS = ("J", "F", "J&F")
+PICK_SEED = 0  # --pick random
 ROLES = ("sft", "grpo", "grpo_no_length")
 PROMPT_SETS = {"box": (True, False, False), "box+pos": (True, True, False), "box+pos+neg": (True, True, True)}
 
@@ -111,13 +114,18 @@ def table_rows(models: dict[str, list[str]]) -> list[Row]:
 
 
 def pick(expressions: list, limit: int | None, how: str) -> list:
-    """``limit`` expressions: the first ones (``predict --limit``'s choice) or ``spread`` evenly over the
-    split in benchmark order (all videos and tiers in their natural proportions, deterministic)."""
+    """``limit`` expressions: a seeded random sample (``random``, in benchmark order), the first ones
+    (``first``, ``predict --limit``'s choice) or ``spread`` evenly over the split. Evenly spaced picks
+    can alias with the fixed order of the tiers inside each video, hence the random default."""
     n = len(expressions)
     if limit is None or limit >= n:
         return list(expressions)
     if how == "first":
         return list(expressions[:limit])
+    if how == "random":
+        import random
+
+        return [expressions[i] for i in sorted(random.Random(PICK_SEED).sample(range(n), limit))]
     return [expressions[(i * n) // limit] for i in range(limit)]
 
 
@@ -402,8 +410,9 @@ def parse_args(argv=None):
     p.add_argument("--data-root", type=Path, default=None, help="synthetic dataset (generated if missing)")
     p.add_argument("--synth-videos", type=int, default=100, help="videos to generate when --data-root is missing")
     p.add_argument("--limit", type=int, default=None, help="first N expressions of each split")
-    p.add_argument("--pick", choices=["spread", "first"], default="spread",
-                   help="with --limit: expressions evenly spread over the split (default) or the first N")
+    p.add_argument("--pick", choices=["random", "spread", "first"], default="random",
+                   help="with --limit: a seeded random sample of the split (default), evenly spaced ones, "
+                        "or the first N")
     p.add_argument("--out", type=Path, default=None, help="write the table as OUT (.json) and OUT .md")
     p.add_argument("--pred-dir", type=Path, default=None,
                    help="prediction folders, one per variant (default: next to --out, or a temporary folder)")

@@ -57,3 +57,13 @@ def test_quick_table_rows_json_and_resume(tmp_path, capsys):
     again = json.loads(out.read_text())
     assert all(r["predicted"] == 0 and r["skipped"] == 2 for r in again["runs"].values())
     assert [r["splits"] for r in again["rows"]] == [r["splits"] for r in res["rows"]]
+
+
+def test_pick_random_is_a_seeded_sample_in_benchmark_order():
+    bench = _load()
+    items = list(range(100))
+    a = bench.pick(items, 10, "random")
+    assert a == bench.pick(items, 10, "random") and a == sorted(set(a)) and len(a) == 10
+    assert bench.pick(items, 10, "first") == list(range(10))
+    assert bench.pick(items, 10, "spread") == list(range(0, 100, 10))
+    assert bench.pick(items, None, "random") == items and bench.pick(items, 200, "random") == items
