@@ -113,3 +113,19 @@ def test_png_errors_surface_in_frame_order(tmp_path):
     with pytest.raises(PredictionError, match="00012.png"):
         windows.score_blocks(src, [], 20, (4, 5))
     src.close()
+
+
+def test_lookahead_continues_into_the_successor(tmp_path):
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"{i:05d}.png")
+        cv2.imwrite(str(paths[-1]), np.full((4, 5), i % 2, np.uint8))
+    read = lambda p: PredictionStore._read_png(p, (4, 5))  # noqa: E731
+    first, second = windows.PngFrames(paths[:5], read), windows.PngFrames(paths[5:], read)
+    first.successor = second
+    assert first.bounds(0, 5) == (0, 3, 0, 4)  # all of the first queued: the rest of the look-ahead goes on
+    assert second._next == 7
+    s = windows.score_blocks(second, [], 7, (4, 5))  # the frames decoded early are the right ones
+    np.testing.assert_array_equal(s.counts.pred, [20 * (i % 2) for i in range(5, 12)])
+    first.close()
+    second.close()

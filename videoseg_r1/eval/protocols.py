@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -103,7 +104,7 @@ class PredictionStore:
         folder = self.folder(expr)
         if folder.is_dir():
             src = self._planned.pop(expr.key, None)
-            if src is None or src.paths != [folder / f"{fr}.png" for fr in frames]:
+            if src is None or len(src.paths) != len(frames):
                 src = self._png_frames(folder, frames, shape)
             src.successor = next(reversed(self._planned.values()), None)
             return src
@@ -134,14 +135,15 @@ class PredictionStore:
                 self._planned.pop(next(iter(self._planned))).close()
 
     def _png_frames(self, folder: Path, frames: Sequence[str], shape: tuple[int, int]) -> PngFrames:
-        return PngFrames([folder / f"{fr}.png" for fr in frames], lambda p: self._read_png(p, shape))
+        base = os.path.join(folder, "")
+        return PngFrames([f"{base}{fr}.png" for fr in frames], lambda p: self._read_png(p, shape))
 
     @staticmethod
-    def _read_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    def _read_png(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         """One prediction frame as (H, W) uint8, non-zero = foreground (values kept: no full-frame pass)."""
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if img is None:
-            if not path.is_file():
+            if not os.path.isfile(path):
                 raise PredictionFileMissing(f"prediction frame missing: {path}")
             raise PredictionError(f"cannot read prediction {path}: not a readable PNG")
         if img.ndim == 3:

@@ -9,7 +9,8 @@ targets were OR-ed and the foreground masks decoded only to be counted, and the 
 window around the foreground anyway (``metrics.content_window``). Here the ground truth stays as runs
 (``data/rle.RleTrack``: bounds and counts without decoding, a window decoded on demand), and the
 predicted PNGs are decoded on a small thread pool (cv2 releases the GIL) a few blocks ahead of the
-block being scored, each with its bounding box, so decoding overlaps with the metrics.
+block being scored (and on into the next expression), so decoding overlaps with the metrics; a block's
+prediction bounds are one ``cv2.boundingRect`` of the OR of its frames.
 
 A mask source covers T frames of one size and has ``bounds(t0, t1)`` (inclusive (y0, y1, x0, x1) around
 all foreground of frames [t0, t1), or None) and ``crop(t0, t1, ys, xs)`` ((t1 - t0, rows, cols) array,
@@ -78,7 +79,7 @@ class PngFrames:
     the look-ahead continues into the successor, so the decoding threads never wait for the next
     expression to start (its ground truth is read and its first block waits on nothing)."""
 
-    def __init__(self, paths: Sequence[Path], read: Callable[[Path], np.ndarray]):
+    def __init__(self, paths: Sequence[str | Path], read: Callable[[str | Path], np.ndarray]):
         self.paths = list(paths)
         self._read = read
         self._pending: dict[int, Future] = {}
@@ -100,13 +101,12 @@ class PngFrames:
         return self._pending[t].result()
 
     def bounds(self, t0: int, t1: int) -> tuple[int, int, int, int] | None:
+        for t in [t for t in self._pending if t < t0]:  # blocks are read once, in order: free the earlier ones
+            del self._pending[t]
         return _bounding_box([self._get(t) for t in range(t0, t1)])
 
     def crop(self, t0: int, t1: int, ys: slice, xs: slice) -> np.ndarray:
-        out = np.stack([self._get(t)[ys, xs] for t in range(t0, t1)])
-        for t in range(t0, t1):  # each block is read once: free the frames
-            self._pending.pop(t, None)
-        return out
+        return np.stack([self._get(t)[ys, xs] for t in range(t0, t1)])
 
     def close(self) -> None:
         for f in self._pending.values():
