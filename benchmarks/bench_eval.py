@@ -11,6 +11,7 @@ It times, in the same run on the same masks: (1) metrics only, masks in memory, 
 (2) end to end from files (ReVOS layout on disk, binary PNG predictions), ``videoseg-r1 evaluate``'s
 API with 1 and 2 workers vs a reference loop reading the same files per frame with cv2. It checks
 that every per-expression number is identical (to 1e-9) and prints expressions/s and speed-ups.
+Measured numbers and the per-step breakdown: benchmarks/results/eval_cpu.md.
 """
 
 from __future__ import annotations
