@@ -142,6 +142,7 @@ def track_from_rles(rles: Sequence, shape: tuple[int, int], where: str = "RLE",
 
     def frame(t: int) -> str:
         return f"frame {frame_names[t]}" if frame_names is not None else f"frame {t}"
+
     strings: list[str] = []
     frame_of: list[int] = []
     lists: dict[int, np.ndarray] = {}
@@ -150,13 +151,14 @@ def track_from_rles(rles: Sequence, shape: tuple[int, int], where: str = "RLE",
             continue
         counts = r.get("counts") if isinstance(r, dict) else None
         size = r.get("size") if isinstance(r, dict) else None
-        ok_size = isinstance(size, (list, tuple)) and len(size) == 2 and [int(v) for v in size] == [h, w]
+        ok_size = isinstance(size, (list, tuple)) and len(size) == 2 and all(type(v) is int for v in size) \
+            and list(size) == [h, w]
         if isinstance(counts, str) and ok_size:
             strings.append(counts)
             frame_of.append(t)
         else:  # list counts, bytes, wrong sizes, garbage: the checked decoder raises or converts
-            m = rle_decode(r, (h, w), where=f"{where} {frame(t)}")
-            flat = np.concatenate([[False], m.ravel(order="F"), [False]])
+            mask = rle_decode(r, (h, w), where=f"{where} {frame(t)}")
+            flat = np.concatenate([[False], mask.ravel(order="F"), [False]])
             edges = np.flatnonzero(flat[1:] != flat[:-1])
             lists[t] = np.stack([edges[0::2], edges[1::2] - edges[0::2]], axis=1)
     try:
@@ -194,12 +196,12 @@ def track_from_rles(rles: Sequence, shape: tuple[int, int], where: str = "RLE",
         pos_parts.append(pl[:, 0])
         len_parts.append(pl[:, 1])
         frames_parts.append(np.full(len(pl), t, dtype=np.int64))
-    frame = np.concatenate(frames_parts)
+    run_frame = np.concatenate(frames_parts)
     pos = np.concatenate(pos_parts).astype(np.int64)
     length = np.concatenate(len_parts).astype(np.int64)
     if lists:  # list-count frames were appended at the end: restore frame order (stable keeps run order)
-        order = np.argsort(frame, kind="stable")
-        frame, pos, length = frame[order], pos[order], length[order]
-    per_frame += np.bincount(frame, minlength=len(rles))
+        order = np.argsort(run_frame, kind="stable")
+        run_frame, pos, length = run_frame[order], pos[order], length[order]
+    per_frame += np.bincount(run_frame, minlength=len(rles))
     offsets = np.concatenate([[0], np.cumsum(per_frame)])
     return RleTrack((h, w), offsets, pos, length)
