@@ -503,15 +503,12 @@ def ship_model(final: Path, dest: Path) -> Path:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from videoseg_r1.training.job import save_for_inference
+
     model = AutoModelForImageTextToText.from_pretrained(final, dtype=torch.bfloat16)
-    processor = AutoProcessor.from_pretrained(final)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, max_shard_size=SHARD_SIZE)
-    processor.save_pretrained(tmp)
-    for extra in ("small_model.json",):
-        if (final / extra).is_file():
-            shutil.copy(final / extra, tmp / extra)
+    save_for_inference(model, AutoProcessor.from_pretrained(final), tmp, max_shard_size=SHARD_SIZE)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

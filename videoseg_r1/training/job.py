@@ -214,8 +214,9 @@ def placeholder_token_ids(processor) -> list[int]:
     return ids
 
 
-def save_for_inference(model, processor, out_dir: str | Path) -> Path:
-    """Write a folder the ``Reasoner`` loads directly: full weights (LoRA merged), processor, config."""
+def save_for_inference(model, processor, out_dir: str | Path, max_shard_size: str | None = None) -> Path:
+    """Write a folder the ``Reasoner`` loads directly: full weights (LoRA merged; in shards of at most
+    ``max_shard_size`` when given), processor, config."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     unwrapped = model
@@ -223,6 +224,6 @@ def save_for_inference(model, processor, out_dir: str | Path) -> Path:
         unwrapped = unwrapped.merge_and_unload()
     if getattr(unwrapped.generation_config, "suppress_tokens", None) is None:
         unwrapped.generation_config.suppress_tokens = placeholder_token_ids(processor) or None
-    unwrapped.save_pretrained(out_dir)
+    unwrapped.save_pretrained(out_dir, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     processor.save_pretrained(out_dir)
     return out_dir
