@@ -108,7 +108,8 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
     ``save_every`` and when ``max_minutes`` runs out (run again to continue), ``final/`` via
     ``save_final(info)`` once ``steps`` are done. With ``fit_minutes`` (fresh runs only) the step
     count is cut, after timing ``FIT_PROBE_STEPS`` steps, to what fits in that many minutes, so the
-    learning-rate schedule still anneals and ``final/`` is written inside one time-limited call. ``loss_fn(batch, step) -> (loss, {term: value})``.
+    learning-rate schedule still anneals and ``final/`` is written inside one time-limited call.
+    ``loss_fn(batch, step) -> (loss, {term: value})``.
     Returns the summary (also ``out/summary.json``)."""
     import torch
 
@@ -124,7 +125,7 @@ def run_training(*, model, cfg, out: Path, device: str, say: Callable[[str], Non
         say(f"resumed from {ckpt_path} at step {step}")
     n_params = count_parameters(model)
     t_start, acc, n_acc, stopped_early = time.perf_counter(), {}, 0, False
-    fit = bool(getattr(cfg, "fit_minutes", 0.0)) and state is None
+    fit = cfg.fit_minutes > 0 and state is None
     t_probe = None
 
     def checkpoint():
