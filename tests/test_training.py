@@ -160,16 +160,50 @@ def test_train_cli_and_configs(tiny_model, samples, tmp_path):
 def test_time_limit_callback_stops_and_saves():
     import time
 
-    from transformers import TrainerControl
+    from transformers import TrainerControl, TrainerState
 
     from videoseg_r1.training.grpo import time_limit_callbacks
 
     assert time_limit_callbacks(0) == []
     (cb,) = time_limit_callbacks(0.5 / 60)  # half a second
-    control = TrainerControl()
-    cb.on_step_begin(None, None, control)
-    cb.on_step_end(None, None, control)
+    control, state = TrainerControl(), TrainerState()
+    cb.on_step_begin(None, state, control)
+    cb.on_step_end(None, state, control)
     assert not control.should_training_stop
     time.sleep(0.6)
-    cb.on_step_end(None, None, control)
+    cb.on_step_end(None, state, control)
     assert control.should_training_stop and control.should_save
+
+
+def test_fit_minutes_cuts_steps_and_remakes_the_schedule(monkeypatch):
+    """A fake clock: 1 s per step, 2 minutes to fit -> 0.95 * 120 s = 114 steps; the cosine of the
+    re-made schedule reaches 0 at step 114 exactly as a 114-step run's does."""
+    import time
+
+    import torch
+    from transformers import TrainerControl, TrainerState, get_scheduler
+
+    from videoseg_r1.training.grpo import FIT_MARGIN, time_limit_callbacks
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=30, num_training_steps=1000)
+    (cb,) = time_limit_callbacks(0, fit_minutes=2)
+    control, state = TrainerControl(), TrainerState(max_steps=1000)
+    for _ in range(1000):
+        cb.on_step_begin(None, state, control)
+        clock[0] += 1.0
+        state.global_step += 1
+        opt.step()
+        sched.step()
+        cb.on_step_end(None, state, control, lr_scheduler=sched)
+        if control.should_training_stop:
+            break
+    expected = int(2 * 60 * FIT_MARGIN)
+    assert state.global_step == state.max_steps == expected and control.should_save
+    ref = get_scheduler("cosine", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
+                        num_warmup_steps=30, num_training_steps=expected)
+    for step in (0, 10, 29, 60, 100, expected - 1, expected):
+        assert sched.lr_lambdas[0](step) == pytest.approx(ref.lr_lambdas[0](step))
+    assert sched.lr_lambdas[0](expected) == pytest.approx(0.0, abs=1e-12)

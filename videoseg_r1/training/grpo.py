@@ -100,27 +100,64 @@ def jsonl_log_callback(path: str | Path):
     return JsonlLogCallback()
 
 
-def time_limit_callbacks(minutes: float) -> list:
-    """``[callback]`` that ends training (with a checkpoint) once ``minutes`` have passed since the
-    first step began; ``[]`` for 0. The run then ends as usual (final model written), short of
-    ``max_steps``; ``--resume auto`` continues it."""
-    if not minutes or minutes <= 0:
+FIT_PROBE_STEPS = 20  # steps timed (after the first two) before fit_minutes sizes the run
+FIT_MARGIN = 0.95  # share of fit_minutes the fitted steps may use (final save and exit after it)
+
+
+def time_limit_callbacks(minutes: float, fit_minutes: float = 0.0) -> list:
+    """Callbacks for the wall-clock limits of a job (``[]`` when both are 0).
+
+    ``minutes``: end training (with a checkpoint) once that long has passed since the first step
+    began; the run then ends as usual (final model written), short of ``max_steps``, and
+    ``--resume auto`` continues it.
+
+    ``fit_minutes``: time steps 3 .. 2 + ``FIT_PROBE_STEPS``, then cut ``max_steps`` to the steps that
+    fit in ``FIT_MARGIN`` of that many minutes since the first step, and re-make the learning-rate
+    schedule (transformers' schedules are ``LambdaLR`` of a ``partial`` with ``num_training_steps``)
+    for the new total, so a cosine still anneals to its end. The run is then the one
+    ``max_steps=<fitted>`` gives (the warm-up is the same while the probe runs inside it).
+    """
+    if (not minutes or minutes <= 0) and (not fit_minutes or fit_minutes <= 0):
         return []
+    import functools
     import time
 
     from transformers import TrainerCallback
 
     class TimeLimit(TrainerCallback):
-        start = None
+        start = probe_start = None
+        fitted = None
 
         def on_step_begin(self, args, state, control, **kwargs):
             if self.start is None:
-                self.start = time.perf_counter()
+                self.start, self.first_step = time.perf_counter(), state.global_step
 
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.start is not None and time.perf_counter() - self.start > minutes * 60:
+        def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+            now = time.perf_counter()
+            done = state.global_step - self.first_step
+            if fit_minutes and fit_minutes > 0 and self.fitted is None:
+                if done == 2:
+                    self.probe_start = now
+                elif done == 2 + FIT_PROBE_STEPS:
+                    self._fit(state, lr_scheduler, (now - self.probe_start) / FIT_PROBE_STEPS, now)
+            if minutes and minutes > 0 and now - self.start > minutes * 60:
                 control.should_training_stop = True
                 control.should_save = True
+            if self.fitted is not None and state.global_step >= self.fitted:
+                control.should_training_stop = True
+                control.should_save = True
+
+        def _fit(self, state, scheduler, per_step: float, now: float) -> None:
+            left = fit_minutes * 60 * FIT_MARGIN - (now - self.start)
+            total = min(state.max_steps, state.global_step + max(0, int(left / per_step)))
+            self.fitted = total
+            if total < state.max_steps:
+                for i, fn in enumerate(getattr(scheduler, "lr_lambdas", [])):
+                    if isinstance(fn, functools.partial) and "num_training_steps" in fn.keywords:
+                        scheduler.lr_lambdas[i] = functools.partial(
+                            fn.func, *fn.args, **{**fn.keywords, "num_training_steps": total})
+                state.max_steps = total
+            print(f"fit_minutes {fit_minutes:g}: {per_step * 1000:.0f} ms/step -> {total} steps", flush=True)
 
     return [TimeLimit()]
 
@@ -162,7 +199,7 @@ def run_grpo(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume:
         train_dataset=train_dataset,
         processing_class=processor,
         peft_config=cfg.lora.peft_config(),
-        callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes)],
+        callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes, cfg.fit_minutes)],
     )
     trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
     if save_final:

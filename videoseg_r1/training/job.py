@@ -88,6 +88,9 @@ class TrainJobConfig:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     max_minutes: float = 0.0  # stop (saving a checkpoint and the final model) after this long; 0 = no limit
+    # fresh run: after a few steps, cut max_steps to what fits in this many minutes of training and
+    # re-make the learning-rate schedule for the new total, so it still anneals; 0 = off
+    fit_minutes: float = 0.0
 
 
 def load_job_config(path: str | Path | None, **overrides: Any) -> TrainJobConfig:
@@ -195,6 +198,11 @@ def load_policy(cfg: TrainJobConfig):
         raise RuntimeError(
             f"could not load model {model_id!r} ({exc}); offline, pass a local folder with --model "
             "or download it first") from None
+    # same arithmetic, one batched SDPA per window length instead of one call per window (training
+    # speed: the per-window calls make the small model's vision tower launch-bound on a GPU)
+    from videoseg_r1.reasoning.vision_attention import enable_grouped_vision_attention
+
+    enable_grouped_vision_attention(model)
     if cfg.freeze_vision:
         visual = getattr(getattr(model, "model", model), "visual", None) or getattr(model, "visual", None)
         if visual is not None:

@@ -91,7 +91,7 @@ def run_sft(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: 
         train_dataset=to_sft_dataset(train_dataset),
         processing_class=processor,
         peft_config=cfg.lora.peft_config(),
-        callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes)],
+        callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes, cfg.fit_minutes)],
     )
     trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
     if save_final:
