@@ -203,6 +203,12 @@ def load_policy(cfg: TrainJobConfig):
     from videoseg_r1.reasoning.vision_attention import enable_grouped_vision_attention
 
     enable_grouped_vision_attention(model)
+    import torch
+
+    if torch.cuda.is_available():
+        # cuDNN's SDPA plans every new shape on the host (~15 ms a call) and training batches change
+        # shape at every step; flash / memory-efficient attention compute the same without that cost
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if cfg.freeze_vision:
         visual = getattr(getattr(model, "model", model), "visual", None) or getattr(model, "visual", None)
         if visual is not None:
