@@ -33,6 +33,7 @@ LORA_DROPOUT = 0.05  # ours
 # Qwen2-VL, Qwen2.5-VL and Qwen3-VL. A regex, so the vision blocks' "qkv"/"proj" never match.
 LORA_TARGET_REGEX = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 SFT_LR = 1e-5  # SFT baseline learning rate; ours
+ROLLOUTS = ("auto", "engine", "generate")  # TrainJobConfig.rollouts
 
 
 @dataclass
@@ -91,6 +92,19 @@ class TrainJobConfig:
     # fresh run: after a few steps, cut max_steps to what fits in this many minutes of training and
     # re-make the learning-rate schedule for the new total, so it still anneals; 0 = off
     fit_minutes: float = 0.0
+    # GRPO rollouts: 'auto' = the decode engine (reasoning/decode.py) when the policy is on CUDA and the
+    # engine supports it (not LoRA, ZeRO-3/FSDP or vLLM), else transformers' generate; 'engine' = always
+    # the engine (also on the CPU; an error if it cannot run the model); 'generate' = TRL's own path
+    rollouts: str = "auto"
+
+    def __post_init__(self):
+        check_rollouts(self.rollouts)
+
+
+def check_rollouts(value: str) -> str:
+    if value not in ROLLOUTS:
+        raise ValueError(f"rollouts must be one of {ROLLOUTS}, got {value!r}")
+    return value
 
 
 def load_job_config(path: str | Path | None, **overrides: Any) -> TrainJobConfig:
@@ -107,6 +121,7 @@ def load_job_config(path: str | Path | None, **overrides: Any) -> TrainJobConfig
             raise ValueError(f"unknown override {key!r}")
     if cfg.mode not in ("grpo", "sft"):
         raise ValueError(f"mode must be 'grpo' or 'sft', got {cfg.mode!r}")
+    check_rollouts(cfg.rollouts)
     return cfg
 
 
