@@ -175,6 +175,16 @@ def test_rollouts_setting(tiny_model, samples, tmp_path, capsys):
     completions, _ = auto._generate_single_turn(ids, images, fields, 2)
     assert len(completions) == 2 and auto.decode_engine is None
     assert "rollouts: transformers generate (policy on cpu)" in capsys.readouterr().out
+    # 'auto' with the engine chosen: an engine failure switches to TRL's path for the rest of the run
+    auto._rollout_why = None
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no graph")
+
+    auto._engine_rollouts = broken
+    again, _ = auto._generate_single_turn(ids, images, fields, 2)
+    assert len(again) == 2 and auto.rollout_reason() == "the decode engine failed: RuntimeError: no graph"
+    assert "rollouts: transformers generate from now on" in capsys.readouterr().out
     assert _trainer(tiny_model, samples, tmp_path, rollouts="generate").rollout_reason() == "rollouts='generate'"
     # LoRA-patched linears: 'engine' refuses clearly ('auto' would use generate)
     lora = _trainer(tiny_model, samples, tmp_path, rollouts="engine", lora=LoraSettings(enabled=True, r=4, alpha=8))

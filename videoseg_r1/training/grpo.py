@@ -265,10 +265,17 @@ def rollout_trainer_class(rollouts: str = "auto"):
                 self._rollout_logged.add(msg)
                 if self.accelerator.is_main_process:
                     print(msg, flush=True)
-            if reason is not None:
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                     has_tool_images)
-            return self._engine_rollouts(prompt_ids, images, multimodal_fields, num_generations), None
+            if reason is None:
+                try:
+                    return self._engine_rollouts(prompt_ids, images, multimodal_fields, num_generations), None
+                except Exception as exc:  # noqa: BLE001 - "auto" keeps training on TRL's path
+                    if self.rollout_mode != "auto":
+                        raise
+                    self._rollout_why = f"the decode engine failed: {type(exc).__name__}: {exc}"
+                    self.decode_engine = None
+                    print(f"rollouts: transformers generate from now on ({self._rollout_why})", flush=True)
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
 
         def rollout_reason(self) -> str | None:
             """None when the decode engine makes the rollouts, else why TRL's path does."""
