@@ -32,14 +32,24 @@ Resumable: run the same command again (e.g. with larger step counts) and it skip
 continues each stage from its latest ``checkpoint-*`` (the trainers' ``--resume auto``) and rewrites
 the summary. A stage is done when ``OUT/<stage>/stage.json`` records at least the requested steps.
 
-On one H100 (benchmarks/results/grpo_small_synthetic.md): SFT runs at 3.6 steps/s (900 steps
-≈ 6 min with start-up and sample building); GRPO at 7.3 s/step with 16 prompts x 8 and 4.1 s/step
-with 8 x 8. Within one 10-minute device call::
+On one H100 (benchmarks/results/grpo_small_synthetic.md, run E): SFT of the 4-layer model at batch 32
+runs at about 2 steps/s; GRPO with 8 prompts x 8 at 2.2-2.5 s/step (rollouts on the decode engine).
+``--set-sft fit_minutes=M`` / ``--set-grpo fit_minutes=M`` size a stage to M minutes (the learning-rate
+schedule is re-made for the steps that fit). Within one 10-minute device call, e.g.::
 
-    python scripts/train_small_reasoner.py --out runs/small_reasoner --init \\
-        --synth-videos 160 --synth-frames 32 --sft-steps 600 --grpo-steps 40 \\
-        --set-grpo prompts_per_step=8 --set-grpo trainer.per_device_train_batch_size=64 \\
-        --set-grpo trainer.learning_rate=1e-4
+    python scripts/train_small_reasoner.py --out runs/small_reasoner --init --layers 4 \
+        --synth-videos 1000 --synth-frames 32 --sft-steps 6000 --grpo-steps 0 \
+        --set-sft trainer.per_device_train_batch_size=32 --set-sft prompts_per_step=32 \
+        --set-sft fit_minutes=6.5
+
+and GRPO in the next::
+
+    python scripts/train_small_reasoner.py --out runs/small_reasoner --layers 4 --sft-steps 1 \
+        --grpo-steps 400 --set-grpo prompts_per_step=8 --set-grpo trainer.per_device_train_batch_size=64 \
+        --set-grpo trainer.learning_rate=1e-4 --set-grpo fit_minutes=6.5
+
+Several runs on one GPU (seeds, variants) need ``OMP_NUM_THREADS`` set to their share of the CPU
+cores: with torch's default (all cores each) four GRPO runs on 16 cores were 30x slower.
 
 Minuscule CPU smoke run (close to what tests/test_train_small_script.py does, about 30 s)::
 
