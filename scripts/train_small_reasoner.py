@@ -76,6 +76,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -272,6 +273,22 @@ def stage_done(stage_dir: Path, steps: int) -> bool:
         return False
 
 
+TQDM_BAR = re.compile(r"\s*\d+%\|[^|]*\|[^\]]*\]")  # "  5%|5    | 21/400 [00:07<02:10,  2.9it/s]"
+
+
+def console_parts(line: str) -> list[str]:
+    """What of a stage's output line goes to the console: not the progress bars (the log file keeps
+    them), but a message printed while a bar is drawn, which shares the bar's line.
+
+    >>> console_parts("\\r  5%|5    | 21/400 [00:07<02:10,  2.9it/s]fit_minutes 6: 3068 ms/step -> 114 steps\\n")
+    ['fit_minutes 6: 3068 ms/step -> 114 steps']
+    >>> console_parts("100%|##########| 2/2 [00:00<00:00, 52.0it/s]\\n"), console_parts("  {'loss': 0.5}\\n")
+    ([], ["  {'loss': 0.5}"])
+    """
+    parts = (TQDM_BAR.sub("", part).rstrip() for part in line.split("\r"))
+    return [part for part in parts if part.strip()]
+
+
 def run_stage(stage: str, args: argparse.Namespace, out: Path, job_file: Path, data_root: Path,
               cache: Path, steps: int) -> dict:
     """Run stage ``stage`` ('sft', or a GRPO folder name) in a subprocess; its folder is OUT/<stage>."""
@@ -298,8 +315,8 @@ def run_stage(stage: str, args: argparse.Namespace, out: Path, job_file: Path, d
             fh.write(line)
             if line.startswith('{"final_model"'):  # the trainer's last line: the steps actually run
                 done_steps = int(json.loads(line)["steps"])
-            if line.strip() and "%|" not in line:  # progress bars stay in the log file only
-                sys.stdout.write(f"  [{stage}] {line}")
+            for part in console_parts(line):
+                sys.stdout.write(f"  [{stage}] {part}\n")
         code = proc.wait()
     wall = time.perf_counter() - t0
     if code != 0:

@@ -30,11 +30,16 @@ MINUSCULE = [
 COMPONENTS = ["think_format", "answer_format", "accuracy", "non_repeat", "negative_point"]
 
 
-def _run(out, capsys, *extra):
-    """The script's main() in this process (the stages still run as subprocesses)."""
+def _module():
     spec = importlib.util.spec_from_file_location("train_small_reasoner", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(out, capsys, *extra):
+    """The script's main() in this process (the stages still run as subprocesses)."""
+    mod = _module()
     assert mod.main(["--out", str(out), *MINUSCULE, *extra]) == 0
     return capsys.readouterr().out
 
@@ -70,6 +75,7 @@ def test_script_sft_then_grpo_summary_and_resume(tmp_path, capsys, monkeypatch):
     assert grpo["steps_per_s"] > 0 and grpo["generated_tokens_per_s"] > 0 and grpo["completions_per_step"] == 4
     md = (out / "summary.md").read_text()
     assert "| GRPO | 1 |" in md and "| accuracy |" in md and "GRPO reward" in stdout
+    assert "[grpo] rollouts: transformers generate (policy on cpu)" in stdout
 
     assert "--resume auto" in stdout  # each stage continues from its latest checkpoint when re-run
 
@@ -108,3 +114,11 @@ def test_script_sft_then_grpo_summary_and_resume(tmp_path, capsys, monkeypatch):
     grpo = json.loads((out / "summary.json").read_text())["stages"]["grpo"]
     assert "steps_per_s" not in grpo and grpo["steps_per_s_from_step_time"] > 0
     assert "| GRPO | 1 | –" not in (out / "summary.md").read_text()
+
+
+def test_console_keeps_messages_printed_mid_progress_bar():
+    parts = _module().console_parts
+    bar = "  0%|          | 0/6 [00:00<?, ?it/s]"
+    assert parts(f"\r{bar}rollouts: decode engine\n") == ["rollouts: decode engine"]
+    assert parts(f"\r{bar}\r 17%|#6        | 1/6 [00:03<00:15,  3.1s/it]\n") == []
+    assert parts("  {'loss': '0.5'}\n") == ["  {'loss': '0.5'}"]
