@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from videoseg_r1.config import GRPO_KL_BETA, GRPO_LR, GRPO_TEMPERATURE
+from videoseg_r1.training.checkpoints import resolve_resume, resumable
 from videoseg_r1.training.job import (
     GRPO_MAX_COMPLETION_LENGTH,
     GRPO_PER_DEVICE_BATCH,
@@ -167,21 +168,6 @@ def time_limit_callbacks(minutes: float, fit_minutes: float = 0.0) -> list:
     return [TimeLimit()]
 
 
-def resolve_resume(resume: str | bool | None, output_dir: str | Path) -> str | bool | None:
-    """'auto'/True -> the latest ``checkpoint-*`` in ``output_dir`` (None if there is none); a path
-    must exist."""
-    if resume in (None, False, "", "none"):
-        return None
-    if resume in (True, "auto", "latest"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        out = Path(output_dir)
-        return get_last_checkpoint(str(out)) if out.is_dir() else None
-    if not Path(resume).is_dir():
-        raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
-    return str(resume)
-
-
 def build_grpo_trainer(cfg: TrainJobConfig, train_dataset, output_dir: str | Path):
     """The ``GRPOTrainer`` (rollouts as ``cfg.rollouts`` says) that :func:`run_grpo` trains."""
     from videoseg_r1.rewards import trl_reward_setup
@@ -247,7 +233,7 @@ def rollout_trainer_class(rollouts: str = "auto"):
 
     check_rollouts(rollouts)
 
-    class RolloutGRPOTrainer(GRPOTrainer):
+    class RolloutGRPOTrainer(resumable(GRPOTrainer)):
         rollout_mode = rollouts
 
         def __init__(self, *args, **kwargs):

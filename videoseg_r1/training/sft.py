@@ -18,9 +18,9 @@ from videoseg_r1.training.grpo import (
     LOG_FILE,
     export_final,
     jsonl_log_callback,
-    resolve_resume,
     time_limit_callbacks,
 )
+from videoseg_r1.training.checkpoints import resolve_resume, resumable
 from videoseg_r1.training.job import SFT_LR, TrainJobConfig, load_policy, trainer_defaults, trainer_kwargs
 
 SFT_PER_DEVICE_BATCH = 1  # ours: frames make each sample long
@@ -85,7 +85,7 @@ def run_sft(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: 
     output_dir = Path(output_dir)
     args = build_sft_config(cfg, output_dir)
     model, processor = load_policy(cfg)
-    trainer = SFTTrainer(
+    trainer = resumable(SFTTrainer)(
         model=model,
         args=args,
         train_dataset=to_sft_dataset(train_dataset),
