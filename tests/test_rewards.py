@@ -154,8 +154,9 @@ def test_accuracy_uses_tolerant_parser_and_clips_to_frame():
     text = "<think>x</think><answer>```json\n[{'bbox_2d': [109, 109, 10, 10], 'point_2d': [60, 60]}]\n```</answer>"
     assert acc(text) == 3.0
     assert answer_format([text])[0] == 0.0
-    # frame_size column: a 100x100 frame clips x2, y2 to 99 -> L1 = 5, IoU 0.81
-    v = accuracy([answer(GT1)], solution=[json.dumps(GT1)], frame_size=[[100, 100]])[0]
+    # frame_size column: a 100x100 frame clips x2, y2 to 99 -> L1 = 5, IoU 0.81 (thresholds unscaled)
+    v = accuracy([answer(GT1)], solution=[json.dumps(GT1)], frame_size=[[100, 100]],
+                 reward_config=RewardConfig(scale_thresholds=False))[0]
     assert v == 3.0
 
 
@@ -248,7 +249,7 @@ def _square_mask_rle(size=300, lo=100, hi=199):
 def neg(points, mask=None, **columns):
     items = [{"bbox_2d": [100, 100, 199, 199], "point_2d": [150, 150], "neg_point_2d": p} for p in points]
     return negative_point([answer(items)], solution=[json.dumps(GT1)],
-                          gt_mask_rle=[mask or _square_mask_rle()], frame_size=[[300, 300]], **columns)[0]
+                          gt_mask_rle=[mask or _square_mask_rle()], frame_size=[[840, 840]], **columns)[0]
 
 
 @pytest.mark.parametrize(
@@ -273,7 +274,7 @@ def test_negative_point_fraction_and_absence():
     assert neg([[205, 150], [90, 150], [150, 95]]) == 1.0  # d = 6, 10, 5
     no_neg = answer([{"bbox_2d": [100, 100, 199, 199], "point_2d": [150, 150]}])
     assert negative_point([no_neg], solution=[json.dumps(GT1)], gt_mask_rle=[_square_mask_rle()],
-                          frame_size=[[300, 300]]) == [0.0]
+                          frame_size=[[840, 840]]) == [0.0]
     empty = json.dumps(rle_encode(np.zeros((300, 300), bool)))
     assert neg([[205, 150]], mask=empty) == 0.0
 
@@ -281,6 +282,31 @@ def test_negative_point_fraction_and_absence():
 def test_negative_point_falls_back_to_gt_boxes():
     text = answer([{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60], "neg_point_2d": [115, 60]}])
     assert negative_point([text], solution=[json.dumps(GT1)]) == [1.0]  # d = 6 from the GT box
+
+
+def test_thresholds_scale_with_the_input_size():
+    """At 224x224 the 10 / 30 / 40 px of an 840 px input become 2.67 / 8 / 10.67 px."""
+    gt = [{"bbox_2d": [50, 50, 99, 99], "point_2d": [75, 75]}]
+
+    def score(box, point, size):
+        text = answer([{"bbox_2d": box, "point_2d": point}])
+        return accuracy([text], solution=[json.dumps(gt)], frame_size=[[size, size]])[0]
+
+    assert score([52, 52, 101, 101], [75, 82], 224) == 3.0  # mean |Δ| 2 < 2.67, distance 7 < 8
+    assert score([53, 53, 102, 102], [75, 83], 224) == 1.0  # mean |Δ| 3 >= 2.67, distance 8 >= 8; IoU 0.79
+    assert score([53, 53, 102, 102], [75, 83], 840) == 3.0  # the same answer at 840: 3 < 10, 8 < 30
+    mask = np.zeros((224, 224), bool)
+    mask[50:100, 50:100] = True
+    rle = json.dumps(rle_encode(mask))
+
+    def neg224(x):
+        text = answer([{"bbox_2d": [50, 50, 99, 99], "point_2d": [75, 75], "neg_point_2d": [x, 75]}])
+        return negative_point([text], solution=[json.dumps(gt)], gt_mask_rle=[rle], frame_size=[[224, 224]])[0]
+
+    assert [neg224(x) for x in (100, 109, 110, 111)] == [1.0, 1.0, 0.0, 0.0]  # d = 1, 10, 11, 12 vs 10.67
+    assert negative_point([answer([{"bbox_2d": [50, 50, 99, 99], "point_2d": [75, 75], "neg_point_2d": [110, 75]}])],
+                          solution=[json.dumps(gt)], gt_mask_rle=[rle], frame_size=[[224, 224]],
+                          reward_config=RewardConfig(scale_thresholds=False)) == [1.0]  # unscaled: 11 <= 40
 
 
 # ----------------------------------------------------------------------------- length penalty

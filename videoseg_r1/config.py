@@ -7,6 +7,7 @@ Every default the paper does not give is a named constant below with a comment s
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ LENGTH_BUDGET_EASY = 32  # reasoning tokens inside <think>; ours
 LENGTH_BUDGET_MEDIUM = 64
 LENGTH_BUDGET_HARD = 128
 LENGTH_PENALTY_BETA = 0.01  # s = max(0, 1 - β·(L_used - L_budget)); ours
+REWARD_THRESHOLD_REFERENCE_PX = 840  # the input size VisionReasoner's 10 / 30 / 40 px thresholds are meant for
 
 
 @dataclass
@@ -138,9 +140,15 @@ class RewardConfig:
     """Reward thresholds and the difficulty-aware soft length penalty (SPEC §2)."""
 
     iou_threshold: float = 0.5
+    # VisionReasoner's pixel thresholds, meant for an 840x840 input; with ``scale_thresholds`` each
+    # is multiplied by sqrt(W*H) / threshold_reference_px of the sample's model-input frame (its
+    # ``frame_size`` column), so a 224 px input asks for the same precision relative to the frame
+    # (ours; at 840 nothing changes)
     box_l1_threshold_px: float = 10.0
     point_distance_threshold_px: float = 30.0
     negative_point_max_l1_px: float = 40.0
+    scale_thresholds: bool = True
+    threshold_reference_px: float = REWARD_THRESHOLD_REFERENCE_PX
     max_items: int = 120
     tau_easy: float = DIFFICULTY_TAU_EASY
     tau_hard: float = DIFFICULTY_TAU_HARD
@@ -149,6 +157,25 @@ class RewardConfig:
     budget_hard: int = LENGTH_BUDGET_HARD
     length_penalty_beta: float = LENGTH_PENALTY_BETA
     use_length_penalty: bool = True
+
+
+    def for_frame(self, width: int, height: int) -> "RewardConfig":
+        """These thresholds for a model-input frame of ``width`` x ``height`` pixels.
+
+        >>> c = RewardConfig().for_frame(224, 224)
+        >>> round(c.box_l1_threshold_px, 4), c.point_distance_threshold_px, round(c.negative_point_max_l1_px, 4)
+        (2.6667, 8.0, 10.6667)
+        >>> RewardConfig().for_frame(840, 840) == RewardConfig()
+        True
+        """
+        if not self.scale_thresholds:
+            return self
+        scale = math.sqrt(float(width) * float(height)) / float(self.threshold_reference_px)
+        if scale == 1.0:
+            return self
+        return dataclasses.replace(self, box_l1_threshold_px=self.box_l1_threshold_px * scale,
+                                   point_distance_threshold_px=self.point_distance_threshold_px * scale,
+                                   negative_point_max_l1_px=self.negative_point_max_l1_px * scale)
 
 
 @dataclass

@@ -25,7 +25,7 @@ _NAN4 = (math.nan, math.nan, math.nan, math.nan)
 
 def accuracy_score(text: str, solution: Any, width: int, height: int, config: RewardConfig | None = None) -> float:
     """Accuracy (0..3) of one completion against one ``solution`` (JSON list of GT items)."""
-    config = config or RewardConfig()
+    config = (config or RewardConfig()).for_frame(width, height)
     gt = gt_items(solution)
     if gt is None:
         return 0.0
@@ -59,7 +59,8 @@ def accuracy(
     the predicted point inside its own predicted box. The Hungarian algorithm picks the one-to-one
     assignment with the most criteria met; reward = Σ matched criteria / max(K, N). K and N are capped
     at 120. Thresholds come from ``RewardConfig``; ``frame_size`` (W, H) column, default 840x840,
-    is the frame the parser clips to.
+    is the frame the parser clips to, and the 10 / 30 px thresholds scale with sqrt(W·H) / 840
+    (``RewardConfig.for_frame``: at 224x224 they are 2.67 / 8 px).
 
     Worked example (GT ``[{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}]``)::
 

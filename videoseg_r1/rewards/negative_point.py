@@ -73,7 +73,7 @@ def negative_point_score(
     text: str, mask_key: str | None, width: int, height: int, config: RewardConfig | None = None
 ) -> float:
     """0..1 for one completion; see :func:`negative_point`."""
-    config = config or RewardConfig()
+    config = (config or RewardConfig()).for_frame(width, height)
     if not mask_key:
         return 0.0
     distance_map = _l1_distance_map(mask_key)
@@ -103,7 +103,9 @@ def negative_point(
 
     For each predicted ``neg_point_2d`` (read by THE parser), d = its minimum L1 (taxicab) distance
     in pixels to the union of the ground-truth masks (0 inside a mask). Each point with
-    0 < d <= 40 px earns 1 / (number of predicted negative points). No negative point -> 0.
+    0 < d <= 40 px earns 1 / (number of predicted negative points). No negative point -> 0. The
+    40 px are for an 840x840 input and scale with sqrt(W·H) / 840 of the ``frame_size`` column
+    (``RewardConfig.for_frame``).
 
     Worked example (GT mask = the square x, y in [100, 199])::
 
