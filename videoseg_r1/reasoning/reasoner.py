@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 # (both back-ends, so they never differ in output).
 STOP_STRINGS = ("</answer>",)
 
-TEMPLATE_NAMES = ("interval", "position", "reasoning", "difficulty")
+TEMPLATE_NAMES = ("interval", "position", "reasoning", "difficulty", "grounding", "list")
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 _PAIR_CACHE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")  # vision attention stays inside a temporal patch
 _PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -65,7 +65,8 @@ _PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|
 
 
 def load_template(name: str) -> str:
-    """Text of ``reasoning/templates/<name>.txt`` (names: interval, position, reasoning, difficulty)."""
+    """Text of ``reasoning/templates/<name>.txt`` (``TEMPLATE_NAMES``; grounding and list are the
+    pretraining prompts of ``training/stream.py``)."""
     if name not in TEMPLATE_NAMES:
         raise ValueError(f"unknown template {name!r}; known: {list(TEMPLATE_NAMES)}")
     return (resources.files("videoseg_r1.reasoning") / "templates" / f"{name}.txt").read_text()

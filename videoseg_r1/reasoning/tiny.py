@@ -11,6 +11,12 @@ and a model with hidden size 64 and 2 layers. Byte-level BPE means ANY text can 
     >>> from videoseg_r1.reasoning.reasoner import Reasoner
     >>> reasoner = Reasoner.from_pretrained(path)            # doctest: +SKIP
 
+Numbers (``numbers=``): ``"bpe"`` lets BPE merge digits as it likes (the first shipped model: '127'
+became 12|7, '163' 1|6|3); ``"digits"`` writes every digit as its own token; ``"integers"`` adds one
+token per integer 0 .. ``NUMBER_TOKENS - 1`` (a location token per pixel of the model input, as
+Pix2Seq / Kosmos-2 / PaliGemma give a token per coordinate bin). The answer text stays SPEC's JSON in
+every mode, so THE parser and the rewards read it unchanged.
+
 A random model would happily emit ``<|image_pad|>`` / ``<|video_pad|>`` tokens, which break the
 next forward pass; ``TINY_SUPPRESSED_TOKENS`` are written as ``suppress_tokens`` into the saved
 ``generation_config.json`` (and the Reasoner suppresses placeholder tokens for every model anyway).
@@ -35,6 +41,9 @@ TINY_TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 TINY_SUPPRESSED_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|vision_start|>", "<|vision_end|>",
                           "<|image_pad|>", "<|video_pad|>"]
 TINY_BPE_VOCAB_SIZE = 640  # byte alphabet (256) + merges; ours
+NUMBER_MODES = ("bpe", "digits", "integers")
+NUMBER_TOKENS = 1001  # "integers": one token each for 0 .. 1000 (pixels of inputs up to 1000 px, and 0-1000
+#   normalised coordinates); larger numbers are written with several of them
 
 # A Qwen2.5-VL-style chat template (default system message, image/video placeholders).
 TINY_CHAT_TEMPLATE = (
@@ -77,16 +86,22 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer():
+def build_tiny_tokenizer(numbers: str = "bpe"):
     """A byte-level BPE ``TokenizersBackend`` (fast tokenizer) with the Qwen special tokens.
 
-    Deterministic: the same corpus and vocabulary size give the same vocabulary.
+    ``numbers``: how digits are tokenised (``NUMBER_MODES``, module docstring). Deterministic: the
+    same corpus, vocabulary size and mode give the same vocabulary.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    if numbers not in NUMBER_MODES:
+        raise ValueError(f"numbers must be one of {NUMBER_MODES}, got {numbers!r}")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # digits split off one by one before BPE sees them: no merge can ever contain a digit
+    tok.pre_tokenizer = byte_level if numbers == "bpe" else pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=TINY_BPE_VOCAB_SIZE,
@@ -104,6 +119,8 @@ def build_tiny_tokenizer():
         clean_up_tokenization_spaces=False,
     )
     fast.add_tokens(TINY_TAG_TOKENS)
+    if numbers == "integers":  # matched longest first: "127" -> one token, "1234" -> "123" + "4"
+        fast.add_tokens([str(i) for i in range(NUMBER_TOKENS)])
     fast.chat_template = TINY_CHAT_TEMPLATE
     return fast
 
@@ -151,12 +168,13 @@ def build_tiny_processor(tokenizer=None):
                                video_processor=video_processor, chat_template=TINY_CHAT_TEMPLATE)
 
 
-def build_tiny_reasoner(seed: int = 0, **config_overrides: Any):
-    """(model, processor): a random tiny ``Qwen2_5_VLForConditionalGeneration`` in float32, eval mode."""
+def build_tiny_reasoner(seed: int = 0, numbers: str = "bpe", **config_overrides: Any):
+    """(model, processor): a random tiny ``Qwen2_5_VLForConditionalGeneration`` in float32, eval mode;
+    ``numbers`` picks the tokenizer's number mode (module docstring)."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    processor = build_tiny_processor()
+    processor = build_tiny_processor(build_tiny_tokenizer(numbers))
     tok = processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in TINY_SPECIAL_TOKENS}
     config = tiny_config(len(tok), ids, **config_overrides)
@@ -170,7 +188,7 @@ def build_tiny_reasoner(seed: int = 0, **config_overrides: Any):
     return model, processor
 
 
-def save_tiny_reasoner(path: str | Path, seed: int = 0, **config_overrides: Any) -> Path:
+def save_tiny_reasoner(path: str | Path, seed: int = 0, numbers: str = "bpe", **config_overrides: Any) -> Path:
     """Write a tiny random Qwen2.5-VL (weights, config, tokenizer, processor, chat template) to ``path``.
 
     The folder loads with ``Reasoner.from_pretrained(path)`` and with transformers'
@@ -178,7 +196,7 @@ def save_tiny_reasoner(path: str | Path, seed: int = 0, **config_overrides: Any)
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model, processor = build_tiny_reasoner(seed=seed, **config_overrides)
+    model, processor = build_tiny_reasoner(seed=seed, numbers=numbers, **config_overrides)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML job file (configs/grpo_*.yaml, configs/sft_*.yaml)")
     parser.add_argument("--benchmark", default=None,
                         help="training data: revos, mevis, refytvos, refdavis or synthetic; several "
-                             "comma-separated (e.g. revos,mevis,refytvos) train together")
+                             "comma-separated (e.g. revos,mevis,refytvos) train together; synthetic_stream "
+                             "renders synthetic samples on the fly (no --data-root; data.stream in the job file)")
     parser.add_argument("--data-root", default=None,
                         help="folder of the benchmark (comma-separated, one per --benchmark)")
     parser.add_argument("--split", default=None, help="split to train on (default: train)")
@@ -54,6 +55,15 @@ def build_samples(cfg, dataset_cache: str | None = None):
         from datasets import load_from_disk
 
         return load_from_disk(dataset_cache)
+    from videoseg_r1.training.stream import STREAM_BENCHMARK
+
+    if cfg.data.benchmark == STREAM_BENCHMARK:
+        from videoseg_r1.training.stream import StreamConfig, stream_dataset
+
+        stream = StreamConfig(**{**cfg.data.stream, "samples": cfg.data.samples})
+        print(f"training samples rendered on the fly: {len(stream)} ({stream.num_videos} synthetic "
+              f"{stream.split} videos x {stream.samples_per_video}), tasks {stream.tasks}", file=sys.stderr)
+        return stream_dataset(stream)
     if not cfg.data.benchmark or not cfg.data.data_root:
         raise ValueError("no training data: pass --benchmark and --data-root (or set data: in the config)")
     benchmarks = [b.strip() for b in str(cfg.data.benchmark).split(",") if b.strip()]

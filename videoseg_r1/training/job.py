@@ -66,6 +66,10 @@ class DataSettings:
     split: str = "train"
     samples: SampleConfig = field(default_factory=SampleConfig)
     workers: int = 1  # processes that build the samples (same samples for any number)
+    # benchmark 'synthetic_stream' (no data root): samples rendered on the fly, training.stream.StreamConfig
+    # fields (tasks, split, seed, frames, size_wh, samples_per_video, num_videos, jpeg_quality); the
+    # sizes and layout come from ``samples`` above
+    stream: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

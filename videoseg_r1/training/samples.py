@@ -157,12 +157,16 @@ def mask_centre_point(mask: np.ndarray) -> list[int] | None:
     from scipy.ndimage import distance_transform_edt
 
     mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
+    box = mask_box_xyxy(mask)
+    if box is None:
         return None
-    dist = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    # the transform of the box padded by one background pixel equals the whole frame's inside the box:
+    # from a mask pixel, the ring pixel straight across is nearer than any background pixel beyond it
+    x1, y1, x2, y2 = box
+    dist = distance_transform_edt(np.pad(mask[y1:y2 + 1, x1:x2 + 1], 1))[1:-1, 1:-1]
     ys, xs = np.nonzero(dist >= dist.max() - 1e-9)
     k = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
-    return [int(xs[k]), int(ys[k])]
+    return [int(xs[k]) + x1, int(ys[k]) + y1]
 
 
 def negative_point_target(
@@ -180,15 +184,24 @@ def negative_point_target(
     from scipy.ndimage import distance_transform_cdt
 
     union_mask = np.asarray(union_mask, dtype=bool)
-    if not union_mask.any():
+    box = mask_box_xyxy(union_mask)
+    if box is None:
         return None
-    dist = distance_transform_cdt(~union_mask, metric="taxicab")
+    # every pixel within max_l1_px of the union lies in its box grown by that much, and a taxicab
+    # distance inside that crop is the whole frame's (a shortest path stays in the two pixels' box)
+    h, w = union_mask.shape
+    m = int(max_l1_px) + 1
+    x0, y0 = max(0, box[0] - m), max(0, box[1] - m)
+    crop = union_mask[y0:min(h, box[3] + m + 1), x0:min(w, box[2] + m + 1)]
+    dist = distance_transform_cdt(~crop, metric="taxicab")
     ring = (dist >= min_l1_px) & (dist <= max_l1_px)
-    if not ring.any():
+    if not ring.any():  # (a union covering almost the whole frame) any background pixel
+        dist, x0, y0 = distance_transform_cdt(~union_mask, metric="taxicab"), 0, 0
         ring = dist > 0
         if not ring.any():
             return None
     ys, xs = np.nonzero(ring)
+    xs, ys = xs + x0, ys + y0
     d2 = (xs - float(near_xy[0])) ** 2 + (ys - float(near_xy[1])) ** 2
     k = int(np.argmin(d2))
     return [int(xs[k]), int(ys[k])]
@@ -384,6 +397,17 @@ def _to_pil(frame: np.ndarray, size: int):
     return Image.fromarray(np.ascontiguousarray(_resize_square(np.asarray(frame, dtype=np.uint8), size)))
 
 
+def frame_images(video, indices: Sequence[int], size: int) -> list:
+    """PIL images of the frames ``indices`` square-resized to ``size`` as inference does; a video that
+    offers ``square_frames(indices, size)`` (the stream's in-memory videos) serves them from its cache."""
+    from PIL import Image
+
+    square = getattr(video, "square_frames", None)
+    if square is not None:
+        return [Image.fromarray(a) for a in square(indices, size)]
+    return [_to_pil(f, size) for f in video.get_frames(indices)]
+
+
 def _load_difficulty_cache(path: str | None):
     if not path:
         return None
@@ -468,8 +492,7 @@ def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, r
         rows = []
         if "reasoning" in config.tasks:
             shown = context + [target]
-            frames = video.get_frames(shown)
-            images = [_to_pil(f, config.context_frame_size) for f in frames[:-1]] + [_to_pil(frames[-1], size)]
+            images = frame_images(video, context, config.context_frame_size) + frame_images(video, [target], size)
             rows.append({
                 "prompt": build_prompt(expr.text, size, size, [float(timestamps[i]) for i in shown]),
                 "images": images,
@@ -489,7 +512,7 @@ def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, r
             hs = config.htfs_frame_size
             rows.append({
                 "prompt": image_prompt(text, [float(timestamps[i]) for i in shown]),
-                "images": [_to_pil(f, hs) for f in video.get_frames(shown)],
+                "images": frame_images(video, shown, hs),
                 "solution": "[]", "neg_points": "[]", "gt_mask_rle": "", "frame_size": [hs, hs],
                 **common,
                 "frame_indices": shown,

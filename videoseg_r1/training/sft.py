@@ -4,7 +4,10 @@ Same samples as GRPO (``training.samples``); the target completion is built from
 a one-sentence ``<think>`` and the answer JSON with box, centre point and negative point per
 object, i.e. exactly the format the rewards score. Loss on the completion tokens only. The final
 model goes to ``<output_dir>/final`` (LoRA merged), a folder ``Reasoner.from_pretrained`` loads.
-Launch like GRPO (``videoseg-r1 train sft``; ``accelerate launch`` for several GPUs).
+Launch like GRPO (``videoseg-r1 train sft``; ``accelerate launch`` for several GPUs). Batches are made
+by ``training.collate.VisionSFTCollator`` (TRL's vision batches without the processor's per-image
+host work). A stream (``--benchmark synthetic_stream``, ``training.stream``) already holds
+prompt-completion rows and is read in order.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from videoseg_r1.training.grpo import (
     time_limit_callbacks,
 )
 from videoseg_r1.training.checkpoints import resolve_resume, resumable
+from videoseg_r1.training.collate import VisionSFTCollator
 from videoseg_r1.training.job import SFT_LR, TrainJobConfig, load_policy, trainer_defaults, trainer_kwargs
 
 SFT_PER_DEVICE_BATCH = 1  # ours: frames make each sample long
@@ -83,12 +87,20 @@ def run_sft(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: 
     from trl import SFTTrainer
 
     output_dir = Path(output_dir)
+    streamed = getattr(train_dataset, "stream_config", None) is not None
+    if streamed and "train_sampling_strategy" not in cfg.trainer:
+        cfg.trainer["train_sampling_strategy"] = "sequential"  # i.i.d. by construction; in order, each
+        #   batch renders each of its videos once (training.stream)
     args = build_sft_config(cfg, output_dir)
     model, processor = load_policy(cfg)
+    dataset = train_dataset if streamed else to_sft_dataset(train_dataset)
+    collator = VisionSFTCollator(processor, completion_only_loss=args.completion_only_loss is not False,
+                                 max_length=args.max_length) if streamed or "images" in dataset.column_names else None
     trainer = resumable(SFTTrainer)(
         model=model,
         args=args,
-        train_dataset=to_sft_dataset(train_dataset),
+        train_dataset=dataset,
+        data_collator=collator,
         processing_class=processor,
         peft_config=cfg.lora.peft_config(),
         callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes, cfg.fit_minutes)],
