@@ -103,7 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (everything goes under it)")
     p.add_argument("--init", action="store_true", help="build the random small model in OUT/init when missing")
-    p.add_argument("--sft-steps", type=int, default=900, help="SFT optimiser steps (0: GRPO from OUT/init)")
+    p.add_argument("--pretrain-steps", type=int, default=0,
+                   help="grounding pretraining steps on samples rendered on the fly (configs/pretrain_small_synthetic.yaml; "
+                        "0: none); SFT then starts from OUT/pretrain/final")
+    p.add_argument("--pretrain-config", default=str(REPO / "configs" / "pretrain_small_synthetic.yaml"))
+    p.add_argument("--set-pretrain", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--sft-steps", type=int, default=900, help="SFT optimiser steps (0: GRPO from the previous stage)")
     p.add_argument("--grpo-steps", type=int, default=40, help="GRPO optimiser steps (0: skip GRPO)")
     p.add_argument("--sft-config", default=str(REPO / "configs" / "sft_small_synthetic.yaml"))
     p.add_argument("--grpo-config", default=str(REPO / "configs" / "grpo_small_synthetic.yaml"))
@@ -141,6 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--vision-heads", type=int, default=3)
     m.add_argument("--vision-intermediate", type=int, default=512)
     m.add_argument("--seed", type=int, default=0, help="model initialisation seed")
+    m.add_argument("--numbers", default="integers", choices=["bpe", "digits", "integers"],
+                   help="how the tokenizer writes numbers: one token per integer (default), per digit, or BPE merges")
     return p.parse_args(argv)
 
 
@@ -204,7 +211,7 @@ def ensure_model(args: argparse.Namespace, out: Path) -> Path:
     from videoseg_r1.reasoning.tiny import save_tiny_reasoner
 
     overrides = model_overrides(args)
-    save_tiny_reasoner(path, seed=args.seed, **copy.deepcopy(overrides))
+    save_tiny_reasoner(path, seed=args.seed, numbers=args.numbers, **copy.deepcopy(overrides))
     from safetensors import safe_open
 
     n = 0
@@ -212,7 +219,8 @@ def ensure_model(args: argparse.Namespace, out: Path) -> Path:
         with safe_open(str(f), "pt") as fh:
             for k in fh.keys():
                 n += math.prod(fh.get_slice(k).get_shape())
-    (path / "small_model.json").write_text(json.dumps({"parameters": n, "seed": args.seed, **overrides}, indent=1))
+    (path / "small_model.json").write_text(json.dumps({"parameters": n, "seed": args.seed, "numbers": args.numbers,
+                                                       **overrides}, indent=1))
     log(f"initial model written: {path} ({n / 1e6:.2f} M parameters)")
     return path
 
@@ -294,9 +302,12 @@ def run_stage(stage: str, args: argparse.Namespace, out: Path, job_file: Path, d
     """Run stage ``stage`` ('sft', or a GRPO folder name) in a subprocess; its folder is OUT/<stage>."""
     stage_dir = out / stage
     cmd = [*shlex.split(args.launcher)] if args.launcher else [sys.executable]
-    cmd += ["-m", "videoseg_r1.cli", "train", "sft" if stage == "sft" else "grpo", "--config", str(job_file), "--benchmark", "synthetic",
-            "--data-root", str(data_root), "--output-dir", str(stage_dir), "--max-steps", str(steps),
-            "--resume", "auto", "--dataset-cache", str(cache)]
+    cmd += ["-m", "videoseg_r1.cli", "train", "grpo" if stage not in ("sft", "pretrain") else "sft",
+            "--config", str(job_file), "--output-dir", str(stage_dir), "--max-steps", str(steps), "--resume", "auto"]
+    if stage == "pretrain":  # samples rendered on the fly: no data folder, no cache
+        cmd += ["--benchmark", "synthetic_stream"]
+    else:
+        cmd += ["--benchmark", "synthetic", "--data-root", str(data_root), "--dataset-cache", str(cache)]
     if args.max_samples is not None:
         cmd += ["--max-samples", str(args.max_samples)]
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -328,6 +339,20 @@ def run_stage(stage: str, args: argparse.Namespace, out: Path, job_file: Path, d
 
 
 # ============================================================================ summary
+
+
+def eval_rows(path: Path) -> list[dict]:
+    """The learning-curve rows (``eval/...`` keys, training.stream_eval) of a train_log.jsonl, one per step."""
+    by_step: dict[int, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if any(k.startswith("eval/") for k in row):
+                by_step[int(row["step"])] = row
+    return [by_step[k] for k in sorted(by_step)]
 
 
 def read_log(path: Path) -> tuple[list[dict], list[dict]]:
@@ -370,7 +395,10 @@ def stage_summary(stage: str, out: Path, job: dict) -> dict:
     if peaks:
         s["gpu_mem_peak_gib"] = max(peaks)
     s["loss_first"], s["loss_last"] = rows[0].get("loss"), rows[-1].get("loss")
-    if stage == "sft":
+    curve = eval_rows(out / stage / "train_log.jsonl")
+    if curve:
+        s["eval"] = curve
+    if stage in ("sft", "pretrain"):
         acc = [r.get("mean_token_accuracy") for r in rows]
         s["token_accuracy_first"], s["token_accuracy_last"] = acc[0], acc[-1]
         if runtime > 0 and rows[-1].get("num_tokens"):
@@ -450,11 +478,12 @@ def _fmt(v: Any) -> str:
 def summary_markdown(summary: dict) -> str:
     lines = [f"Command: `{summary['command']}`", "", f"Hardware: {summary['hardware']}",
              f"Model parameters: {summary.get('model_parameters')}", ""]
-    grpo = next((v for k, v in summary["stages"].items() if k != "sft"), {})
+    grpo = next((v for k, v in summary["stages"].items() if k not in ("sft", "pretrain")), {})
     sft = summary["stages"].get("sft", {})
+    pre = summary["stages"].get("pretrain", {})
     lines += ["| stage | steps | steps/s | tokens/s | peak GPU memory (GiB) | loss first → last |",
               "| --- | ---: | ---: | ---: | ---: | --- |"]
-    for name, st, tok in (("SFT", sft, sft.get("tokens_per_s")),
+    for name, st, tok in (("pretraining", pre, pre.get("tokens_per_s")), ("SFT", sft, sft.get("tokens_per_s")),
                           ("GRPO", grpo, grpo.get("generated_tokens_per_s"))):
         if st:
             rate = st.get("steps_per_s", st.get("steps_per_s_from_step_time"))  # no run-end row: interrupted
@@ -463,6 +492,13 @@ def summary_markdown(summary: dict) -> str:
                          f"{_fmt(st.get('loss_last'))} |")
     lines += ["", "SFT tokens/s: prompt + answer tokens trained on; GRPO tokens/s: generated completion "
               "tokens per second of step time."]
+    for name, st in (("pretraining", pre), ("SFT", sft), ("GRPO", grpo)):
+        curve = st.get("eval") or []
+        if curve:
+            keys = [k for k in curve[-1] if k.startswith("eval/") and not k.endswith("/n")]
+            lines += ["", f"{name}: held-out stream samples (training.stream_eval), by step:", "",
+                      "| step | " + " | ".join(k[5:] for k in keys) + " |", "| ---: |" + " ---: |" * len(keys)]
+            lines += [f"| {r['step']} | " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in curve]
     if grpo.get("rewards"):
         k = grpo["window"]
         lines += ["", f"GRPO reward, mean over the first {k} vs the last {k} steps "
@@ -484,20 +520,21 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    stages = ("sft", args.grpo_name)
+    stages = ("pretrain", "sft", args.grpo_name)
     if args.summary_only:
         jobs = {st: yaml_load(out / "configs" / f"{st}.yaml") for st in stages
                 if (out / "configs" / f"{st}.yaml").is_file()}
         write_summary(out, args, jobs, argv)
         print((out / f"{summary_name(args)}.md").read_text())
         return 0
-    data_root = ensure_data(args, out)
+    data_root = ensure_data(args, out) if args.sft_steps > 0 or args.grpo_steps > 0 else None
     init = ensure_model(args, out)
     grpo = args.grpo_name
-    steps = {"sft": args.sft_steps, grpo: args.grpo_steps}
-    start = {"sft": init, grpo: out / "sft" / "final" if args.sft_steps > 0 else init}
-    sets = {"sft": args.set_sft, grpo: args.set_grpo}
-    configs = {"sft": args.sft_config, grpo: args.grpo_config}
+    steps = {"pretrain": args.pretrain_steps, "sft": args.sft_steps, grpo: args.grpo_steps}
+    before_sft = out / "pretrain" / "final" if args.pretrain_steps > 0 else init
+    start = {"pretrain": init, "sft": before_sft, grpo: out / "sft" / "final" if args.sft_steps > 0 else before_sft}
+    sets = {"pretrain": args.set_pretrain, "sft": args.set_sft, grpo: args.set_grpo}
+    configs = {"pretrain": args.pretrain_config, "sft": args.sft_config, grpo: args.grpo_config}
     jobs: dict[str, dict] = {}
     for stage in stages:
         if steps[stage] <= 0:
@@ -508,16 +545,16 @@ def main(argv: list[str] | None = None) -> int:
         if stage_done(out / stage, steps[stage]):
             log(f"{stage}: already done ({out / stage / 'stage.json'})")
             continue
-        if stage == grpo and args.sft_steps > 0 and not (start[grpo] / "config.json").is_file():
-            raise SystemExit(f"no SFT model in {start[grpo]}")
-        cache = samples_cache(out, jobs[stage], data_root, args.max_samples)
+        if not (start[stage] / "config.json").is_file():
+            raise SystemExit(f"no starting model for {stage} in {start[stage]}")
+        cache = samples_cache(out, jobs[stage], data_root, args.max_samples) if data_root else None
         run_stage(stage, args, out, job_file, data_root, cache, steps[stage])
         write_summary(out, args, jobs, argv)
     summary = write_summary(out, args, jobs, argv)
     print((out / f"{summary_name(args)}.md").read_text())
     log(f"summary: {out / summary_name(args)}.json")
     if args.ship:
-        final = out / (grpo if args.grpo_steps > 0 else "sft") / "final"
+        final = out / (grpo if args.grpo_steps > 0 else "sft" if args.sft_steps > 0 else "pretrain") / "final"
         log(f"shipped model: {ship_model(final, Path(args.ship))}")
     return 0 if summary else 1
 

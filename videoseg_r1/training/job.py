@@ -100,6 +100,9 @@ class TrainJobConfig:
     # engine supports it (not LoRA, ZeRO-3/FSDP or vLLM), else transformers' generate; 'engine' = always
     # the engine (also on the CPU; an error if it cannot run the model); 'generate' = TRL's own path
     rollouts: str = "auto"
+    # learning curves on held-out stream samples (training.stream_eval.EvalSettings fields:
+    # every_steps, samples, batch_size, max_new_tokens, split, tasks, at_end); {} = none
+    eval: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         check_rollouts(self.rollouts)

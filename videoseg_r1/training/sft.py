@@ -81,6 +81,22 @@ def build_sft_config(cfg: TrainJobConfig, output_dir: str | Path):
     return SFTConfig(output_dir=str(output_dir), **kwargs)
 
 
+def eval_callbacks(cfg: TrainJobConfig, train_dataset, processor, log_path) -> list:
+    """The learning-curve callback of ``cfg.eval`` (``training.stream_eval``), [] when off. The held-out
+    stream takes the training stream's settings, or, for a written benchmark, the job's sample sizes."""
+    from videoseg_r1.training.stream import StreamConfig
+    from videoseg_r1.training.stream_eval import EvalSettings, held_out_config, stream_eval_callback
+
+    settings = EvalSettings(**cfg.eval)
+    if settings.every_steps <= 0 and not (cfg.eval and settings.at_end):
+        return []
+    train = getattr(train_dataset, "stream_config", None)
+    if train is None:
+        train = StreamConfig(**{"tasks": settings.tasks or {"reasoning": 1.0}, **cfg.data.stream,
+                                "samples": cfg.data.samples})
+    return [stream_eval_callback(held_out_config(train, settings), settings, processor, log_path)]
+
+
 def run_sft(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: str | bool | None = None,
             save_final: bool = True):
     """Supervised fine-tuning on GT answers; returns the ``SFTTrainer``."""
@@ -103,7 +119,8 @@ def run_sft(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: 
         data_collator=collator,
         processing_class=processor,
         peft_config=cfg.lora.peft_config(),
-        callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes, cfg.fit_minutes)],
+        callbacks=[jsonl_log_callback(output_dir / LOG_FILE), *time_limit_callbacks(cfg.max_minutes, cfg.fit_minutes),
+                   *eval_callbacks(cfg, train_dataset, processor, output_dir / LOG_FILE)],
     )
     trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
     if save_final:
