@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=6.0, help="training minutes per variant (fit_minutes)")
     p.add_argument("--steps", type=int, default=100000, help="upper bound on steps (the time fit cuts it)")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 4, help="CPU cores to share out")
+    p.add_argument("--ship-best", default=None, metavar="DIR",
+                   help="finally write the variant with the best last IoU@0.5 (then accuracy) to DIR, bf16 shards")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +69,26 @@ def main(argv=None) -> int:
     table = sweep_table(out, [n for n, _ in variants])
     (out / "sweep.md").write_text(table)
     print(table)
+    if args.ship_best:
+        best = best_variant(out, [n for n, _ in variants])
+        if best is not None:
+            sys.path.insert(0, str(REPO / "scripts"))
+            from train_small_reasoner import ship_model
+
+            print(f"best variant: {best}; shipped to {ship_model(out / best / 'pretrain' / 'final', Path(args.ship_best))}")
     return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+def best_variant(out: Path, names: list[str]) -> str | None:
+    """The variant whose last held-out evaluation has the best (IoU@0.5, accuracy)."""
+    scored = []
+    for name in names:
+        path = out / name / "summary.json"
+        curve = json.loads(path.read_text())["stages"].get("pretrain", {}).get("eval", []) if path.is_file() else []
+        if curve and (out / name / "pretrain" / "final" / "config.json").is_file():
+            last = curve[-1]
+            scored.append(((last.get("eval/refer/iou50") or 0.0, last.get("eval/refer/accuracy") or 0.0), name))
+    return max(scored)[1] if scored else None
 
 
 def sweep_table(out: Path, names: list[str]) -> str:

@@ -7,6 +7,7 @@ square, a multiple of 28 px), :class:`VisionSFTCollator` gives the same tensors 
 
 * images are normalised and cut into patches with a few tensor reshapes (the order Qwen2-VL's
   image processor uses: temporal patch, merge window, channel, pixel);
+* an image given as an array several times in a batch (a stream video's frame) is cut once;
 * prompts are tokenised with one ``<|image_pad|>`` per image, which is then repeated to the image's
   token count, instead of tokenising the expanded text;
 * the row is prompt + completion, right-padded; labels are -100 outside the completion (TRL's
@@ -92,52 +93,57 @@ class VisionSFTCollator:
         import torch
 
         prompts, completions, pixels, grids = [], [], [], []
+        seen: dict[int, tuple] = {}  # the same array shown in several samples is cut once
         for example in examples:
             prompt, completion = self._texts(example)
             prompts.append(prompt)
             completions.append(completion)
             for image in example["images"] or []:
-                patches, grid = self._patches(image)
+                key = id(image) if isinstance(image, np.ndarray) else None
+                if key is None or key not in seen:
+                    value = self._patches(image)
+                    if key is not None:
+                        seen[key] = value
+                patches, grid = seen[key] if key is not None else value
                 pixels.append(patches)
                 grids.append(grid)
         tok = self.tokenizer
         prompt_ids = tok(prompts, add_special_tokens=False)["input_ids"]
         completion_ids = tok(completions, add_special_tokens=False)["input_ids"]
-        per_image = [g[0] * g[1] * g[2] // (self.merge ** 2) for g in grids]
-        rows, types, starts = [], [], []
-        image = 0
+        per_image = np.array([g[0] * g[1] * g[2] // (self.merge ** 2) for g in grids], dtype=np.int64)
+        rows, starts, image = [], [], 0
         for ids, done in zip(prompt_ids, completion_ids):
-            row, kind = [], []
-            for i in ids:
-                if i == self.image_token_id:
-                    if image >= len(per_image):
-                        raise ValueError("more image placeholders in the prompts than images in the samples")
-                    row.extend([i] * per_image[image])
-                    kind.extend([1] * per_image[image])
-                    image += 1
-                else:
-                    row.append(i)
-                    kind.append(0)
-            starts.append(len(row))
-            rows.append(row + list(done))
-            types.append(kind + [0] * len(done))
+            ids = np.asarray(ids, dtype=np.int64)
+            slots = ids == self.image_token_id  # each placeholder becomes its image's token count
+            count = int(slots.sum())
+            if image + count > len(per_image):
+                raise ValueError("more image placeholders in the prompts than images in the samples")
+            repeats = np.ones(len(ids), dtype=np.int64)
+            repeats[slots] = per_image[image: image + count]
+            image += count
+            prompt = np.repeat(ids, repeats)
+            starts.append(len(prompt))
+            rows.append(np.concatenate([prompt, np.asarray(done, dtype=np.int64)]))
         if image != len(per_image):
             raise ValueError(f"{len(per_image)} images but {image} image placeholders in the prompts")
         if self.max_length is not None:
             rows = [r[: self.max_length] for r in rows]
-            types = [k[: self.max_length] for k in types]
         width = max(len(r) for r in rows)
         n = len(rows)
-        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((n, width), dtype=torch.long)
-        labels = torch.full((n, width), -100, dtype=torch.long)
-        token_types = torch.zeros((n, width), dtype=torch.long)
-        for b, (row, kind, start) in enumerate(zip(rows, types, starts)):
-            input_ids[b, : len(row)] = torch.tensor(row)
-            attention[b, : len(row)] = 1
-            token_types[b, : len(kind)] = torch.tensor(kind)
+        ids_np = np.full((n, width), self.pad_token_id, dtype=np.int64)
+        attention_np = np.zeros((n, width), dtype=np.int64)
+        labels_np = np.full((n, width), -100, dtype=np.int64)
+        for b, (row, start) in enumerate(zip(rows, starts)):
+            ids_np[b, : len(row)] = row
+            attention_np[b, : len(row)] = 1
             first = min(start, len(row)) if self.completion_only_loss else 0
-            labels[b, first: len(row)] = input_ids[b, first: len(row)]
+            labels_np[b, first: len(row)] = row[first:]
+        input_ids = torch.from_numpy(ids_np)
+        attention = torch.from_numpy(attention_np)
+        labels = torch.from_numpy(labels_np)
+        # image tokens are exactly the placeholder id (a completion never holds one: the tokenizer
+        # only makes it from the special-token text, which answers do not contain)
+        token_types = (input_ids == self.image_token_id).long() * attention
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
         if self.mm_token_types:
             batch["mm_token_type_ids"] = token_types

@@ -84,17 +84,26 @@ def build_grpo_config(cfg: TrainJobConfig, output_dir: str | Path, processor=Non
 
 
 def jsonl_log_callback(path: str | Path):
-    """A ``TrainerCallback`` appending every log dict (step, loss, rewards/..., step_time, num_tokens
-    and, on CUDA, the peak GPU memory) to a JSONL file."""
+    """A ``TrainerCallback`` appending every log dict (step, loss, rewards/..., step_time, num_tokens,
+    ``wall_step_s`` = wall time per optimiser step since the previous log (evaluation included) and,
+    on CUDA, the peak GPU memory) to a JSONL file."""
     from transformers import TrainerCallback
 
     path = Path(path)
 
     class JsonlLogCallback(TrainerCallback):
+        mark = None  # (time, step) of the last log: wall time per optimiser step between logs
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
+            import time
+
             row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}
+            now = time.perf_counter()
+            if self.mark is not None and state.global_step > self.mark[1] and "wall_step_s" not in row:
+                row["wall_step_s"] = round((now - self.mark[0]) / (state.global_step - self.mark[1]), 4)
+            self.mark = (now, state.global_step)
             import torch
 
             if torch.cuda.is_available():  # peak memory of this process since the start, GiB

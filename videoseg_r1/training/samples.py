@@ -399,12 +399,11 @@ def _to_pil(frame: np.ndarray, size: int):
 
 def frame_images(video, indices: Sequence[int], size: int) -> list:
     """PIL images of the frames ``indices`` square-resized to ``size`` as inference does; a video that
-    offers ``square_frames(indices, size)`` (the stream's in-memory videos) serves them from its cache."""
-    from PIL import Image
-
+    offers ``square_frames(indices, size)`` (the stream's in-memory videos) serves them from its cache,
+    as (size, size, 3) uint8 arrays (the collator cuts an array shown twice in a batch once)."""
     square = getattr(video, "square_frames", None)
     if square is not None:
-        return [Image.fromarray(a) for a in square(indices, size)]
+        return list(square(indices, size))
     return [_to_pil(f, size) for f in video.get_frames(indices)]
 
 

@@ -101,7 +101,7 @@ def score_list(text: str, row: dict[str, Any]) -> dict[str, float]:
     from videoseg_r1.reasoning.parsing import load_answer_json
 
     gt = json.loads(row["completion"][0]["content"])
-    size = row["images"][0].size[0]
+    size = int(np.asarray(row["images"][0]).shape[1])
     ok, boxes, _ = _items(text, size)
     value, _ = load_answer_json(text)
     labels = [it.get("label") if isinstance(it, dict) else None for it in (value if isinstance(value, list) else [])]
