@@ -154,8 +154,10 @@ SCORERS = {"refer": score_boxes, "reasoning": score_boxes, "list": score_list,
 
 
 def generate_answers(model, processor, rows: list[dict[str, Any]], batch_size: int = EVAL_BATCH,
-                     max_new_tokens: int = EVAL_MAX_NEW_TOKENS) -> list[str]:
-    """Greedy answers of ``model`` to the rows' prompts (TRL conversational format, ``images``)."""
+                     max_new_tokens: int = EVAL_MAX_NEW_TOKENS, num_samples: int = 1,
+                     temperature: float | None = None, seed: int = 0) -> list[str]:
+    """Answers of ``model`` to the rows' prompts (TRL conversational format, ``images``): greedy, or
+    with ``temperature`` ``num_samples`` sampled answers per row (seeded; row-major order)."""
     import torch
     from trl.data_utils import prepare_multimodal_messages
 
@@ -174,9 +176,13 @@ def generate_answers(model, processor, rows: list[dict[str, Any]], batch_size: i
                                                    tokenize=False, add_generation_prompt=True) for r in chunk]
             images = [im for r in chunk for im in r["images"]]
             inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(device)
+            sampling = dict(do_sample=False) if temperature is None else dict(
+                do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0, num_return_sequences=num_samples)
+            if temperature is not None:
+                torch.manual_seed(seed + start)
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                     suppress_tokens=suppress, pad_token_id=tok.pad_token_id)
+                ids = model.generate(**inputs, max_new_tokens=max_new_tokens, suppress_tokens=suppress,
+                                     pad_token_id=tok.pad_token_id, **sampling)
             new = ids[:, inputs["input_ids"].shape[1]:]
             out += tok.batch_decode(new, skip_special_tokens=True)
     finally:
