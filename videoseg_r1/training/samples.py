@@ -51,13 +51,15 @@ from videoseg_r1.config import (
     HTFS_NUM_REFERENCE_FRAMES,
     MODEL_INPUT_SIZE,
     REASONING_CONTEXT_FRAME_SIZE,
+    REWARD_THRESHOLD_REFERENCE_PX,
 )
 
 # ---------------------------------------------------------------- defaults (ours; paper silent)
 SAMPLE_NUM_KEY_FRAMES = 4  # key-segment frames shown besides the target frame
 SAMPLE_MIN_AREA_PX = 16  # a target counts as visible on a frame with at least this many pixels
-NEG_POINT_MIN_L1_PX = 5  # negative-point target: 5..20 px (taxicab) outside every target mask,
-NEG_POINT_MAX_L1_PX = 20  # well inside the reward's (0, 40] window
+NEG_POINT_MIN_L1_PX = 5  # negative-point target: 5..20 px (taxicab) outside every target mask at an
+NEG_POINT_MAX_L1_PX = 20  # 840 px input, well inside the reward's (0, 40] window; both scale with the
+# frame as the reward's thresholds do (neg_point_ring_px)
 TARGET_FRAME_RULES = ("largest", "random", "middle", "first", "given")
 DATASET_CHUNK_ROWS = 1000  # rows per Arrow table when building (keeps each well under 2 GiB)
 TASKS = ("reasoning", "interval", "position")  # the prompts a sample can teach (see the module docstring)
@@ -217,6 +219,21 @@ class ObjectTarget:
     neg_point_xy: list[int] | None
 
 
+def neg_point_ring_px(size_wh: tuple[int, int], config: SampleConfig | None = None) -> tuple[int, int]:
+    """The taxicab ring (min, max) of negative-point targets on a ``size_wh`` model-input frame.
+
+    The configured 5..20 px are for an 840 px input and scale by sqrt(W*H) / 840, as the
+    negative-point reward's 40 px do (``RewardConfig.for_frame``), so a target earns that reward:
+
+    >>> neg_point_ring_px((840, 840)), neg_point_ring_px((224, 224)), neg_point_ring_px((56, 56))
+    ((5, 20), (1, 5), (1, 1))
+    """
+    config = config or SampleConfig()
+    scale = math.sqrt(float(size_wh[0]) * float(size_wh[1])) / REWARD_THRESHOLD_REFERENCE_PX
+    low = max(1, int(round(config.neg_point_min_l1_px * scale)))
+    return low, max(low, int(math.floor(config.neg_point_max_l1_px * scale)))
+
+
 def object_targets(masks_on_frame: Mapping[Any, np.ndarray], size_wh: tuple[int, int],
                    config: SampleConfig | None = None) -> tuple[list[ObjectTarget], np.ndarray]:
     """Per-object GT at ``size_wh`` from original-resolution masks ``{obj: (H, W)}``; plus the union.
@@ -228,13 +245,13 @@ def object_targets(masks_on_frame: Mapping[Any, np.ndarray], size_wh: tuple[int,
     union = np.zeros((size_wh[1], size_wh[0]), dtype=bool)
     for m in resized.values():
         union |= m
-    targets = []
+    targets, ring = [], neg_point_ring_px(size_wh, config)
     for obj, m in resized.items():
         box = mask_box_xyxy(m)
         if box is None:
             continue
         point = mask_centre_point(m)
-        neg = negative_point_target(union, point, config.neg_point_min_l1_px, config.neg_point_max_l1_px)
+        neg = negative_point_target(union, point, *ring)
         targets.append(ObjectTarget(obj, box, point, neg))
     return targets, union
 
