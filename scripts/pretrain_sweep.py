@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 4, help="CPU cores to share out")
     p.add_argument("--ship-best", default=None, metavar="DIR",
                    help="finally write the variant with the best last IoU@0.5 (then accuracy) to DIR, bf16 shards")
+    p.add_argument("--ship-all", default=None, metavar="DIR",
+                   help="finally write every variant that finished to DIR/NAME, bf16 shards (to continue from)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,13 +71,18 @@ def main(argv=None) -> int:
     table = sweep_table(out, [n for n, _ in variants])
     (out / "sweep.md").write_text(table)
     print(table)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from train_small_reasoner import ship_model
+
     if args.ship_best:
         best = best_variant(out, [n for n, _ in variants])
         if best is not None:
-            sys.path.insert(0, str(REPO / "scripts"))
-            from train_small_reasoner import ship_model
-
             print(f"best variant: {best}; shipped to {ship_model(out / best / 'pretrain' / 'final', Path(args.ship_best))}")
+    if args.ship_all:
+        for name, _ in variants:
+            final = out / name / "pretrain" / "final"
+            if (final / "config.json").is_file():
+                print(f"{name}: shipped to {ship_model(final, Path(args.ship_all) / name)}")
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 
