@@ -10,6 +10,12 @@ Resumable: an expression folder appears only by an atomic rename once all its fr
 written, so finished expressions are skipped and an interrupted one is redone. Shardable with
 ``--shard i/n``; under ``torchrun`` / ``accelerate launch`` each rank takes shard RANK/WORLD_SIZE on
 GPU LOCAL_RANK, all writing into the same OUT (that is the merge).
+
+Never a silent success: when expressions fail, the run ends with a summary (how many, the first
+error, the error log) and exit code 1; each rank's exit code reflects its own failures. Where a
+submission zip is due, the last rank to finish writes it; until then each rank says in one line
+why it is not written. Every output path is built from names the reader checked and is checked
+again to stay inside OUT (``names.safe_join``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import traceback
 from pathlib import Path
 
 from videoseg_r1.cli_common import add_model_arguments, config_from_args, frame_selector_from_args
+from videoseg_r1.names import safe_join
 
 RUN_DIR = ".run"
 
@@ -42,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="zip to write for splits without ground truth (default OUT.zip)")
     p.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds another run")
     p.add_argument("--cache-gb", type=float, default=2.0, help="decoded-frame cache per video (GiB)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the benchmark's frames (default: the rate it publishes: refytvos 6, "
+                   "refdavis 24, synthetic as generated; 30 where none is published)")
     add_model_arguments(p)
 
 
@@ -90,23 +100,40 @@ def _check_out(out: Path, run_info: dict, overwrite: bool) -> None:
         atomic_write_json(meta, run_info)
 
 
+def expression_dir(out: Path, expr) -> Path:
+    """``OUT/<video>/<exp_id>``, refused if the names would lead outside OUT."""
+    return safe_join(out, expr.video, expr.exp_id)
+
+
+def trace_path(out: Path, expr) -> Path:
+    """``OUT/.run/traces/<video>/<exp_id>.json``, refused if the names would lead outside it."""
+    return safe_join(out / RUN_DIR / "traces", expr.video, f"{expr.exp_id}.json")
+
+
 def _remove_stale_temporaries(out: Path, expressions: list) -> None:
-    """Temp folders of an interrupted earlier run of THESE expressions (other shards' are left alone)."""
+    """Temp folders of an interrupted earlier run of THESE expressions (other shards' are left alone).
+    Matched by exact prefix + pid digits, never by a glob pattern made from a name."""
     import shutil
 
     for e in expressions:
-        for tmp in (out / e.video).glob(f".{e.exp_id}.tmp*"):
-            shutil.rmtree(tmp, ignore_errors=True)
-        for tmp in (out / RUN_DIR / "traces" / e.video).glob(f".{e.exp_id}.json.tmp*"):
-            tmp.unlink(missing_ok=True)
+        for target in (expression_dir(out, e), trace_path(out, e)):
+            parent, prefix = target.parent, f".{target.name}.tmp"
+            if not parent.is_dir():
+                continue
+            for tmp in parent.iterdir():
+                if tmp.name.startswith(prefix) and tmp.name[len(prefix):].isdigit():
+                    if tmp.is_dir():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        tmp.unlink(missing_ok=True)
 
 
 def predict_video(pipe, reader, video_name: str, expressions: list, out: Path, errors_path: Path,
-                  cache_gb: float = 2.0, on_each=None) -> tuple[int, int]:
+                  cache_gb: float = 2.0, on_each=None, errors: list | None = None) -> tuple[int, int]:
     """Run ``pipe`` on the expressions of one video (frames decoded once, cached) and write each
     result in evaluate's layout: the trace, then the mask folder by atomic rename (which marks the
-    expression done). A failure, the video's own included, is appended to ``errors_path`` and the
-    rest go on. Returns (predicted, failed)."""
+    expression done). A failure, the video's own included, is appended to ``errors_path`` (and, as
+    "key: Error: message", to ``errors``) and the rest go on. Returns (predicted, failed)."""
     from videoseg_r1.results import atomic_write_json
     from videoseg_r1.video import CachedVideo
 
@@ -124,8 +151,8 @@ def predict_video(pipe, reader, video_name: str, expressions: list, out: Path, e
                 raise video_error
             result = pipe(video, e.text)
             # the trace first: the mask folder's rename is what marks the expression done
-            atomic_write_json(out / RUN_DIR / "traces" / e.video / f"{e.exp_id}.json", result.trace.to_dict())
-            result.tracks.write_binary_pngs(out / e.video / e.exp_id, names)
+            atomic_write_json(trace_path(out, e), result.trace.to_dict())
+            result.tracks.write_binary_pngs(expression_dir(out, e), names)
             done += 1
         except Exception as exc:
             failed += 1
@@ -134,6 +161,8 @@ def predict_video(pipe, reader, video_name: str, expressions: list, out: Path, e
                                     "message": str(exc), "seconds": time.perf_counter() - t0,
                                     "traceback": traceback.format_exc(limit=5)}) + "\n")
             print(f"failed {e.key}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            if errors is not None:
+                errors.append(f"{e.key}: {type(exc).__name__}: {exc}")
         if on_each is not None:
             on_each()
     return done, failed
@@ -145,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from videoseg_r1.data.registry import get_reader
     from videoseg_r1.pipeline import load_pipeline
 
-    reader = get_reader(args.benchmark, args.data_root, args.split)
+    reader = get_reader(args.benchmark, args.data_root, args.split, fps=args.fps)
     rank, world = parse_shard(args.shard)
     out: Path = args.out
     run_info = {"benchmark": args.benchmark, "split": reader.split, "data_root": str(Path(args.data_root).resolve())}
@@ -155,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         expressions = expressions[: args.limit]
     mine = shard_expressions(expressions, rank, world)
-    todo = [e for e in mine if not (out / e.video / e.exp_id).is_dir()]
+    todo = [e for e in mine if not expression_dir(out, e).is_dir()]
     _remove_stale_temporaries(out, todo)
     print(f"{args.benchmark} {reader.split}: {len(expressions)} expressions, shard {rank}/{world} has {len(mine)}, "
           f"{len(mine) - len(todo)} already done", file=sys.stderr)
@@ -170,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
                 config, reasoner=dataclasses.replace(config.reasoner, device=dev),
                 segmenter=dataclasses.replace(config.segmenter, device=dev),
                 propagator=dataclasses.replace(config.propagator, device=dev))
-    failures, done = 0, 0
+    failures, done, errors = 0, 0, []
     errors_path = out / RUN_DIR / f"errors-{rank}of{world}.jsonl"
     if todo:
         selector = frame_selector_from_args(args)
@@ -181,20 +210,42 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(todo), desc=f"predict {rank}/{world}", unit="expr", disable=not sys.stderr.isatty())
         for video_name, exprs in by_video.items():
             ok, failed = predict_video(pipe, reader, video_name, exprs, out, errors_path, args.cache_gb,
-                                       on_each=lambda: bar.update(1))
+                                       on_each=lambda: bar.update(1), errors=errors)
             done, failures = done + ok, failures + failed
         bar.close()
     print(f"shard {rank}/{world}: {done} predicted, {len(mine) - len(todo)} skipped (done before), "
-          f"{failures} failed" + (f" (see {errors_path})" if failures else ""))
+          f"{failures} failed")
+    if failures:
+        print(f"predict incomplete: {failures} of {len(todo)} expressions of shard {rank}/{world} failed "
+              f"(first: {errors[0]}); every error is in {errors_path}", file=sys.stderr)
 
     if not reader.has_ground_truth:
-        complete = all((out / e.video / e.exp_id).is_dir() for e in expressions)
-        if complete:
-            from videoseg_r1.eval.submission import write_submission
+        _finish_submission(reader, args, out, expressions, set(e.key for e in mine))
+    return 1 if failures else 0
 
-            zip_path, n = write_submission(reader, out, args.submission or out.with_suffix(".zip"),
-                                           progress=sys.stderr.isatty())
-            print(f"wrote the submission zip {zip_path} ({n} expressions)")
-        else:
-            print("submission zip not written yet: some expressions (of other shards?) are not done")
-    return 1 if todo and done == 0 else 0
+
+def _finish_submission(reader, args, out: Path, expressions: list, mine: set[str]) -> None:
+    """Write the server's zip once every expression (of every shard) is done; else say in one line
+    why it is not written."""
+    zip_path = args.submission or out.with_suffix(".zip")
+    total = len(list(reader.expressions()))
+    if len(expressions) < total:
+        print(f"submission zip {zip_path} not written: --limit {args.limit} ran {len(expressions)} of the "
+              f"{total} expressions, and the server needs all of them", file=sys.stderr)
+        return
+    missing = [e for e in expressions if not expression_dir(out, e).is_dir()]
+    if not missing:
+        from videoseg_r1.eval.submission import write_submission
+
+        path, n = write_submission(reader, out, zip_path, progress=sys.stderr.isatty())
+        print(f"wrote the submission zip {path} ({n} expressions)")
+        return
+    own = [e for e in missing if e.key in mine]
+    if own:
+        others = len(missing) - len(own)
+        why = (f"{len(own)} expressions of this shard failed (first: {own[0].key})"
+               + (f", and {others} of other shards are not done" if others else ""))
+    else:
+        why = (f"{len(missing)} expressions of other shards are not done yet (first: {missing[0].key}); "
+               f"the last shard to finish writes it")
+    print(f"submission zip {zip_path} not written: {why}", file=sys.stderr)

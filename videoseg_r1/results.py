@@ -17,6 +17,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from videoseg_r1.masks import masks_to_ids, rle_decode, rle_encode, write_binary_png, write_palette_png
+from videoseg_r1.names import safe_join
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -105,13 +106,13 @@ class MaskTracks:
 
     def write_palette_pngs(self, out_dir: str | Path, frame_names: Sequence[str]) -> None:
         """One palette PNG per frame, pixel value = object id (later ids win on overlap)."""
-        _write_dir(out_dir, lambda d: [write_palette_png(d / f"{frame_names[t]}.png",
+        _write_dir(out_dir, lambda d: [write_palette_png(safe_join(d, f"{frame_names[t]}.png"),
                                                          masks_to_ids(self.frame(t), (self.height, self.width)))
                                        for t in range(self.num_frames)])
 
     def write_binary_pngs(self, out_dir: str | Path, frame_names: Sequence[str]) -> None:
         """One binary PNG per frame of the union of all objects (the layout ``evaluate`` reads)."""
-        _write_dir(out_dir, lambda d: [write_binary_png(d / f"{frame_names[t]}.png", self.frame_union(t))
+        _write_dir(out_dir, lambda d: [write_binary_png(safe_join(d, f"{frame_names[t]}.png"), self.frame_union(t))
                                        for t in range(self.num_frames)])
 
 

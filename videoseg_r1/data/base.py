@@ -6,6 +6,17 @@ evaluator, the pipeline's ``predict`` and the training-sample builder use only t
 Readers are lazy: annotation json files are parsed on first use and masks are decoded per expression.
 Layout and annotation problems raise ``DataRootError`` (a ``FileNotFoundError``) or ``DatasetError``
 (a ``ValueError``) whose message names the file.
+
+Names from annotation files are data, not paths. The public ``videos()``, ``frame_names()`` and
+``expressions()`` here check every video id, frame name, expression id and object id once, whatever
+the reader (``names.name_problem``): ``..``, absolute paths, backslashes, empty parts and control
+characters are refused with a ``DatasetError`` naming the file and the entry; ``/`` between plain
+parts is allowed only where the benchmark's own ids have it (``nested_video_ids``, ReVOS). Paths
+built from names go through ``names.safe_join``, which refuses any that would leave its root.
+
+Frame rates: frame folders carry none, so each reader gives its frames the rate its benchmark
+publishes (``FRAME_RATE``; the sources are cited in each reader's docstring), or
+``video.DEFAULT_FOLDER_FPS`` where none is published; ``fps=`` (``--fps``) overrides it.
 """
 
 from __future__ import annotations
@@ -18,7 +29,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from videoseg_r1.masks import union
-from videoseg_r1.video import IMAGE_EXTENSIONS, FrameFolderVideo, Video, natural_key
+from videoseg_r1.names import UnsafePathError, name_problem, safe_join
+from videoseg_r1.video import DEFAULT_FOLDER_FPS, IMAGE_EXTENSIONS, FrameFolderVideo, Video, natural_key
 
 
 class DatasetError(ValueError):
@@ -82,13 +94,28 @@ class BenchmarkReader:
 
     name: str = "base"
     default_split: str = "valid"
+    #: frames per second of the benchmark's frame folders as published (None: not published)
+    FRAME_RATE: float | None = None
+    #: whether the benchmark's own video ids hold '/' between plain parts (ReVOS)
+    nested_video_ids: bool = False
 
-    def __init__(self, root: str | Path, split: str | None = None):
+    def __init__(self, root: str | Path, split: str | None = None, fps: float | None = None):
         self.root = Path(root)
         self.split = split or self.default_split
         if not self.root.is_dir():
             raise DataRootError(f"data root not found: {self.root}")
+        if fps is not None and not (float(fps) > 0):
+            raise ValueError(f"--fps must be positive, got {fps}")
+        self._fps = None if fps is None else float(fps)
         self._expr_cache: list[Expression] | None = None
+        self._video_cache: list[str] | None = None
+        self._frames_cache: dict[str, list[str]] = {}
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second given to the frames: ``fps=`` if set, else the published rate, else
+        ``DEFAULT_FOLDER_FPS``."""
+        return self._fps or self.FRAME_RATE or DEFAULT_FOLDER_FPS
 
     # -- to implement ---------------------------------------------------------------
     @property
@@ -108,33 +135,83 @@ class BenchmarkReader:
             self._meta = data["videos"]
         return self._meta
 
-    def videos(self) -> list[str]:
+    def _list_videos(self) -> list[str]:
+        """The split's video ids in benchmark order (unchecked; ``videos()`` checks them)."""
         raise NotImplementedError
 
     def _all_expressions(self) -> list[Expression]:
+        """Every expression (unchecked; ``expressions()`` checks their names)."""
         raise NotImplementedError
+
+    def names_file(self) -> Path:
+        """The file the names come from, for error messages."""
+        return self.meta_path()
 
     def object_masks(self, expr: Expression) -> dict[Any, np.ndarray]:
         """{obj_id: (T, H, W) bool} for each target of the expression."""
         raise NotImplementedError
 
     def image_dir(self, video: str) -> Path:
-        return self.root / "JPEGImages" / video
+        return self.join(self.root / "JPEGImages", video)
+
+    def _frame_names(self, video: str) -> list[str]:
+        """Frame names of a video (unchecked): by default the stems of its frame folder's images."""
+        d = require_dir(self.image_dir(video), f"frame folder of video {video!r}")
+        names = [p.stem for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+        return sorted(names, key=natural_key)
+
+    # -- names are data -------------------------------------------------------------
+    def check_name(self, value: Any, what: str, entry: str = "", nested: bool = False) -> str:
+        """``value`` as a string if it is a plain name, else a ``DatasetError`` naming the file and entry."""
+        problem = name_problem(value, nested)
+        if problem is not None:
+            try:
+                source = self.names_file()
+            except (NotImplementedError, AttributeError):  # pragma: no cover - every reader names one
+                source = self.root
+            where = f" (entry {entry})" if entry else ""
+            raise DatasetError(f"{source}: {what} {value!r}{where} has {problem}; names from annotation "
+                               f"files are data, not paths, so it is refused")
+        return str(value)
+
+    def join(self, root: Path, *names: Any) -> Path:
+        """``root / names...`` checked to stay inside ``root`` (``names.safe_join``), as a ``DatasetError``."""
+        try:
+            return safe_join(root, *names)
+        except UnsafePathError as exc:
+            raise DatasetError(f"{self.names_file()}: {exc}") from None
 
     # -- shared ---------------------------------------------------------------------
+    def videos(self) -> list[str]:
+        """The video ids of the split, in benchmark order, each checked to be a plain name."""
+        if self._video_cache is None:
+            self._video_cache = [self.check_name(v, "video id", nested=self.nested_video_ids)
+                                 for v in self._list_videos()]
+        return list(self._video_cache)
+
     def expressions(self, video: str | None = None) -> Iterator[Expression]:
-        """Expressions in benchmark order (all, or those of one video)."""
+        """Expressions in benchmark order (all, or those of one video); names checked once."""
         if self._expr_cache is None:
-            self._expr_cache = self._all_expressions()
+            exprs = self._all_expressions()
+            for e in exprs:
+                e.video = self.check_name(e.video, "video id", nested=self.nested_video_ids)
+                e.exp_id = self.check_name(e.exp_id, "expression id", entry=f"video {e.video!r}")
+                for obj in e.obj_ids:
+                    self.check_name(obj, "object id", entry=e.key)
+            self._expr_cache = exprs
         for e in self._expr_cache:
             if video is None or e.video == video:
                 yield e
 
     def frame_names(self, video: str) -> list[str]:
-        """Frame names (file stems) of a video in order."""
-        d = require_dir(self.image_dir(video), f"frame folder of video {video!r}")
-        names = [p.stem for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
-        return sorted(names, key=natural_key)
+        """Frame names (file stems) of a video in order, each checked to be a plain name."""
+        names = self._frames_cache.get(video)
+        if names is None:
+            names = [self.check_name(f, "frame name", entry=f"video {video!r}") for f in self._frame_names(video)]
+            if len(self._frames_cache) > 4096:
+                self._frames_cache.clear()
+            self._frames_cache[video] = names
+        return list(names)
 
     def eval_frames(self, expr: Expression) -> list[str]:
         """Frames scored for an expression (by default every frame of its video)."""
@@ -148,7 +225,7 @@ class BenchmarkReader:
         missing = [n for n in names if n not in files]
         if missing:
             raise DataRootError(f"frame {missing[0]!r} of video {video!r} not found in {d}")
-        return FrameFolderVideo(d, frame_names=[files[n] for n in names])
+        return FrameFolderVideo(d, frame_names=[files[n] for n in names], fps=self.frame_rate)
 
     def frame_size(self, video: str) -> tuple[int, int]:
         """(H, W) of the video's frames."""

@@ -1,16 +1,23 @@
-"""ReasonSeg reader (LISA's image reasoning segmentation), each image a one-frame video.
+"""ReasonSeg reader (the image reasoning-segmentation benchmark of LISA, Lai et al., CVPR 2024),
+each image a one-frame video.
 
-Layout (as published)::
+Official layout (dvlab-research/LISA README, "ReasonSeg"; read by LISA's
+``utils/reason_seg_dataset.py`` and ``utils/data_processing.py``)::
 
     ROOT/{train,val,test}/<name>.jpg
     ROOT/{train,val,test}/<name>.json   {"text": [query, ...], "is_sentence": bool,
                                          "shapes": [{"label": "target"|"ignore"|..., "points": [[x, y], ...]}]}
 
-The ground truth is rasterised exactly as LISA's ``get_mask_from_json``: polygons sorted by their own
-filled area (largest first), each outlined (1 px) and filled with cv2, label ``ignore`` -> 255 (excluded
-from scoring), anything else -> 1, shapes labelled ``flag`` skipped. One expression per image (its first
-text, as LISA's validation uses), exp_id ``"0"``; the video id is the image name and its single frame
-is named after the image, so predictions go to ``PRED/<name>/0/<name>.png``.
+* Splits: ``train`` (239 images), ``val`` (200), ``test`` (779), each image with its json.
+* Ground truth, rasterised exactly as LISA's ``get_mask_from_json``: polygons sorted by their own
+  filled area (largest first), each outlined (1 px) and filled with cv2, label ``ignore`` -> 255
+  (excluded from scoring), anything else -> 1, shapes labelled ``flag`` skipped.
+* One expression per image (its first text, as LISA's validation uses), exp_id ``"0"``; the video id
+  is the image name and its single frame is named after the image, so predictions go to
+  ``PRED/<name>/0/<name>.png``.
+* Scoring (LISA ``train_ds.py`` ``validate``): per image, intersection and union of the predicted and
+  ground-truth masks (ignore pixels excluded); gIoU = mean over images of I / (U + 1e-5), an image
+  whose union is empty counting 1; cIoU = sum of I / sum of U over all images (``eval/metrics.py``).
 """
 
 from __future__ import annotations
@@ -30,17 +37,20 @@ class ReasonSegReader(BenchmarkReader):
     name = "reasonseg"
     default_split = "val"
 
-    def __init__(self, root, split=None):
-        super().__init__(root, split)
+    def __init__(self, root, split=None, fps=None):
+        super().__init__(root, split, fps)
         self.split_dir = require_dir(self.root / self.split, f"ReasonSeg split folder {self.split!r}")
         self._cache: dict[str, dict] = {}
 
-    def videos(self) -> list[str]:
+    def names_file(self) -> Path:
+        return self.split_dir
+
+    def _list_videos(self) -> list[str]:
         return sorted(p.stem for p in self.split_dir.glob("*.json"))
 
     def _anno(self, name: str) -> dict:
         if name not in self._cache:
-            path = self.split_dir / f"{name}.json"
+            path = self.join(self.split_dir, f"{name}.json")
             if not path.is_file():
                 raise DataRootError(f"ReasonSeg annotation not found: {path}")
             try:
@@ -58,7 +68,7 @@ class ReasonSegReader(BenchmarkReader):
 
     def image_path(self, name: str) -> Path:
         for ext in (".jpg", ".jpeg", ".png"):
-            p = self.split_dir / f"{name}{ext}"
+            p = self.join(self.split_dir, f"{name}{ext}")
             if p.is_file():
                 return p
         raise DataRootError(f"ReasonSeg image not found: {self.split_dir / (name + '.jpg')}")
@@ -66,7 +76,7 @@ class ReasonSegReader(BenchmarkReader):
     def image_dir(self, video: str) -> Path:
         return self.split_dir
 
-    def frame_names(self, video: str) -> list[str]:
+    def _frame_names(self, video: str) -> list[str]:
         return [video]
 
     def frame_size(self, video: str) -> tuple[int, int]:

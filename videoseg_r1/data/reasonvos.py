@@ -1,16 +1,29 @@
-"""ReasonVOS reader (VideoLISA's reasoning video segmentation benchmark).
+"""ReasonVOS reader (the reasoning video segmentation benchmark of VideoLISA, Bai et al., NeurIPS 2024).
 
-Layout::
+Official layout (``BENCHMARK.md`` and ``benchmark_check.py`` of showlab/VideoLISA; one split, the
+whole set is a test set)::
 
     ROOT/meta_expressions.json
-        {"videos": {video: {"source": "MeViS", "frames": [...], "is_sent": ...,
-                            "expressions": [ {"obj_id", "exp_id", "exp_text", "is_sent"}, ... ]}}}
-        (``expressions`` may also be a dict {exp_id: {...}}; both are read)
+        {"videos": {video: {"source": "MeViS" | "MOSE" | "BURST" | "VIPSeg", "frames": [...],
+                            "is_sent": bool,
+                            "expressions": {key: {"obj_id": ..., "exp_text": text, ...}}}}}
     ROOT/JPEGImages/<video>/<frame>.jpg
-    ROOT/Annotations/<source>_<video>_<obj_id>/<frame>.png   binary/palette masks, non-zero = target
+    ROOT/Annotations/<source>_<video>_<obj_id>/<frame>.png   masks, non-zero = target
 
-Scored frames are the PNGs of the expression's annotation folder in sorted order, as the official
-script does. The split argument is ignored (one split, ``test``).
+* ``expressions`` is a dict in the official file (both official scripts index
+  ``vid['expressions'][exp]``); a list of entries with ``exp_id`` (an older form) is read too.
+  ``exp_id`` is the entry's own ``exp_id`` if it has one, else its key.
+* Mask folders: ``benchmark_check.py`` names them with the lower-cased source, the official
+  ``evaluation/reason_vos/eval_reason_vos.py`` with the source as written; both are tried.
+* Scoring (``eval_reason_vos.py``): per expression, J and F over the PNGs of its mask folder in
+  sorted order (the annotated frames), the prediction read from ``PRED/<video>/<id>/<frame>.png``;
+  a missing mask or prediction folder is skipped ("not take into metric computation", our
+  ``--missing skip``); the means over expressions are reported. The official inference writes
+  one folder per object id, so two expressions of one object share a folder there.
+* Frames: the videos come from MeViS, MOSE, BURST and VIPSeg, at their sources' rates; the
+  benchmark publishes none, so ``FRAME_RATE`` is unset (``DEFAULT_FOLDER_FPS``; ``--fps`` sets it).
+
+The split argument is ignored (``test``).
 """
 
 from __future__ import annotations
@@ -29,8 +42,8 @@ class ReasonVosReader(BenchmarkReader):
     name = "reasonvos"
     default_split = "test"
 
-    def __init__(self, root, split=None):
-        super().__init__(root, split)
+    def __init__(self, root, split=None, fps=None):
+        super().__init__(root, split, fps)
         if not self.meta_path().is_file():
             raise DataRootError(f"ReasonVOS meta file not found: {self.meta_path()}")
         require_dir(self.root / "Annotations", "ReasonVOS Annotations folder")
@@ -40,18 +53,19 @@ class ReasonVosReader(BenchmarkReader):
         return self.root / "meta_expressions.json"
 
 
-    def videos(self) -> list[str]:
+    def _list_videos(self) -> list[str]:
         return list(self.meta.keys())
 
-    def frame_names(self, video: str) -> list[str]:
+    def _frame_names(self, video: str) -> list[str]:
         v = self.meta.get(video) or {}
         if isinstance(v.get("frames"), list):
-            return [str(f) for f in v["frames"]]
-        return super().frame_names(video)
+            return list(v["frames"])
+        return super()._frame_names(video)
 
     def _all_expressions(self) -> list[Expression]:
         out = []
-        for video, v in self.meta.items():
+        for video in self.videos():
+            v = self.meta[video]
             if not isinstance(v, dict) or "expressions" not in v:
                 raise DatasetError(f"malformed entry for video {video!r} in {self.meta_path()}: no 'expressions'")
             exps = v["expressions"]
@@ -61,16 +75,18 @@ class ReasonVosReader(BenchmarkReader):
                     raise DatasetError(f"malformed expression {video}/{key} in {self.meta_path()}: needs 'obj_id'")
                 exp_id = str(e.get("exp_id", key))
                 text = e.get("exp_text", e.get("exp", ""))
+                source = self.check_name(v.get("source", ""), "source", entry=f"video {video!r}") \
+                    if v.get("source") else ""
                 out.append(Expression(video=video, exp_id=exp_id, text=str(text), obj_ids=[e["obj_id"]],
                                       anno_ids=[], type_id=None,
-                                      extra={"source": v.get("source", ""),
+                                      extra={"source": source,
                                              "is_sent": e.get("is_sent", v.get("is_sent"))}))
         return out
 
     def annotation_dir(self, expr: Expression) -> Path:
         src = str(expr.extra.get("source", ""))
         for s in dict.fromkeys([src, src.lower()]):
-            d = self.root / "Annotations" / f"{s}_{expr.video}_{expr.obj_ids[0]}"
+            d = self.join(self.root / "Annotations", f"{s}_{expr.video}_{expr.obj_ids[0]}")
             if d.is_dir():
                 return d
         raise DataRootError(f"annotation folder not found: "

@@ -1,15 +1,33 @@
 """Ref-YouTube-VOS reader (and, through ``refdavis.py``, Ref-DAVIS17 in the same converted layout).
 
-Layout (as published)::
+Official layout (the download linked from the organisers' page, youtube-vos.org/dataset/rvos; read
+the same way by ReferFormer ``inference_ytvos.py`` / ``datasets/ytvos.py`` and VISA
+``utils/rvos_eval_dataset.py``)::
 
     ROOT/meta_expressions/{train,valid,test}/meta_expressions.json
-        {"videos": {video: {"frames": [...], "expressions": {exp_id: {"exp", "obj_id": "1"}}}}}
+        {"videos": {video: {"frames": ["00000", "00005", ...],
+                            "expressions": {exp_id: {"exp": text, "obj_id": "1"}}}}}
     ROOT/{train,valid}/JPEGImages/<video>/<frame>.jpg
     ROOT/train/Annotations/<video>/<frame>.png     palette PNGs, pixel value = object id
 
-One target per expression (its ``obj_id``). ``valid`` has no annotations: it is scored by the server
-from a submission zip (``eval/submission.py``), restricted to the valid videos that are not also in
-``meta_expressions/test`` (the published valid meta lists both).
+* Splits: ``train`` has frames, palette annotations and its meta; ``valid`` has frames and a meta
+  but no annotations; ``test`` has a meta only. The published ``valid`` meta lists the 202 valid
+  videos *and* the 305 test videos, and ``valid/JPEGImages`` holds frames only for the 202. The
+  reference tools score valid minus the videos of the test meta: ReferFormer's
+  ``inference_ytvos.py`` does ``valid_videos = valid_test_videos - test_videos`` and asserts 202
+  videos; VISA ships the same list (``utils/d2_datasets/refytvos_val_videos.py``). So does this
+  reader: ``valid`` is the valid meta minus the test meta (which must be present).
+* Scoring: ``valid`` is scored by the organisers' server from a zip of
+  ``Annotations/<video>/<exp_id>/<frame>.png`` (mode L, 0/255, frame size), one PNG per frame of the
+  meta's ``frames`` (``eval/submission.py``); ``train`` can be scored offline (J, F averaged over the
+  frames of each expression, then over expressions).
+* Frames: YouTube-VOS videos are 30 fps and annotated every 5th frame (URVOS, Seo et al., ECCV
+  2020, sec. 3: "pixel-level instance segmentation annotation at every 5 frames in 30-fps videos";
+  YouTube-VOS, Xu et al. 2018). The frame folders hold those frames, named by their index in the
+  30 fps video (``00000``, ``00005``, ...), so they are 6 fps (``FRAME_RATE``). Every frame of
+  ``train/JPEGImages`` has an annotation PNG.
+* One target per expression (its ``obj_id``, a string); each object has a full-video and a
+  first-frame expression (URVOS sec. 3), not marked in the meta.
 """
 
 from __future__ import annotations
@@ -23,13 +41,16 @@ from videoseg_r1.data.base import (BenchmarkReader, DatasetError, DataRootError,
                                    require_dir)
 from videoseg_r1.masks import MaskError, read_palette_png
 
+YTVOS_FRAME_RATE = 6.0  # every 5th frame of a 30 fps video (URVOS sec. 3)
+
 
 class RefYtvosReader(BenchmarkReader):
     name = "refytvos"
     default_split = "valid"
+    FRAME_RATE = YTVOS_FRAME_RATE
 
-    def __init__(self, root, split=None):
-        super().__init__(root, split)
+    def __init__(self, root, split=None, fps=None):
+        super().__init__(root, split, fps)
         if not self.meta_path().is_file():
             raise DataRootError(f"{self.name} meta file not found: {self.meta_path()} (is --data-root a "
                                 f"{self.name} root and --split one of its splits?)")
@@ -38,35 +59,49 @@ class RefYtvosReader(BenchmarkReader):
     def meta_path(self) -> Path:
         return self.root / "meta_expressions" / self.split / "meta_expressions.json"
 
+    def test_meta_path(self) -> Path:
+        return self.root / "meta_expressions" / "test" / "meta_expressions.json"
+
     def image_dir(self, video: str) -> Path:
-        return self.root / self.split / "JPEGImages" / video
+        return self.join(self.root / self.split / "JPEGImages", video)
 
     def annotation_dir(self, video: str) -> Path:
-        return self.root / self.split / "Annotations" / video
+        return self.join(self.root / self.split / "Annotations", video)
 
     @property
     def has_ground_truth(self) -> bool:
         return (self.root / self.split / "Annotations").is_dir()
 
+    def excluded_videos(self) -> set[str]:
+        """Videos of the meta that are not part of the split: for ``valid``, those of the test meta."""
+        if self.split != "valid":
+            return set()
+        test = self.test_meta_path()
+        if not test.is_file():
+            raise DataRootError(f"{test} not found: Ref-YouTube-VOS valid is the valid meta minus the videos of "
+                                f"the test meta (the valid meta also lists the test videos, which have no frames)")
+        data = load_json(test, "Ref-YouTube-VOS test meta file")
+        if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
+            raise DatasetError(f"malformed Ref-YouTube-VOS test meta file {test}: expected {{\"videos\": {{...}}}}")
+        return set(data["videos"])
 
-    def videos(self) -> list[str]:
-        return list(self.meta.keys())
+    def _list_videos(self) -> list[str]:
+        excluded = self.excluded_videos()
+        return [v for v in self.meta.keys() if v not in excluded]
 
     def server_videos(self) -> list[str]:
-        """Videos the evaluation server scores: valid minus those also listed in the test meta."""
-        test = self.root / "meta_expressions" / "test" / "meta_expressions.json"
-        if self.split != "valid" or not test.is_file():
-            return self.videos()
-        test_videos = set(load_json(test, "test meta file").get("videos", {}))
-        return [v for v in self.videos() if v not in test_videos]
+        """Videos the evaluation server scores (for ``valid``: valid minus test, as ``videos()``)."""
+        return self.videos()
 
-    def frame_names(self, video: str) -> list[str]:
+    def _frame_names(self, video: str) -> list[str]:
         v = self.meta.get(video)
         if v is None:
             raise DatasetError(f"video {video!r} is not in {self.meta_path()}")
-        if "frames" in v:
-            return [str(f) for f in v["frames"]]
-        return super().frame_names(video)
+        if isinstance(v, dict) and "frames" in v:
+            if not isinstance(v["frames"], list):
+                raise DatasetError(f"malformed 'frames' of video {video!r} in {self.meta_path()}")
+            return list(v["frames"])
+        return super()._frame_names(video)
 
     def _all_expressions(self) -> list[Expression]:
         out = []
@@ -86,7 +121,7 @@ class RefYtvosReader(BenchmarkReader):
 
     def read_annotation(self, video: str, frame: str, shape: tuple[int, int] | None = None) -> np.ndarray:
         """(H, W) uint8 id map of one annotated frame."""
-        path = self.annotation_dir(video) / f"{frame}.png"
+        path = self.join(self.annotation_dir(video), f"{frame}.png")
         if not path.is_file():
             raise DataRootError(f"annotation not found: {path}")
         try:

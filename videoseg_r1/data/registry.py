@@ -27,10 +27,12 @@ READERS: dict[str, type[BenchmarkReader]] = {
 BENCHMARKS = tuple(READERS)
 
 
-def get_reader(benchmark: str, data_root: str | Path, split: str | None = None) -> BenchmarkReader:
-    """The reader of ``benchmark`` over ``data_root`` (``split`` None -> the benchmark's default)."""
+def get_reader(benchmark: str, data_root: str | Path, split: str | None = None,
+               fps: float | None = None) -> BenchmarkReader:
+    """The reader of ``benchmark`` over ``data_root`` (``split`` None -> the benchmark's default;
+    ``fps`` None -> the frame rate the benchmark publishes, see each reader's ``FRAME_RATE``)."""
     try:
         cls = READERS[benchmark]
     except KeyError:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}") from None
-    return cls(data_root, split)
+    return cls(data_root, split, fps=fps)

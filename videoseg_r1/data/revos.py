@@ -1,16 +1,31 @@
 """ReVOS reader (and the shared reader of every ReVOS-shaped dataset: MeViS and our synthetic set).
 
-Layout (as published)::
+ReVOS is the reasoning-VOS benchmark of VISA (Yan et al., ECCV 2024). Official layout
+(cilinyan/ReVOS-api README, "File Structure"; one ``JPEGImages`` for both splits)::
 
     ROOT/JPEGImages/<video>/<frame>.jpg
-    ROOT/mask_dict.json              {anno_id: [COCO RLE or null per frame]}
+    ROOT/mask_dict.json              {anno_id: [COCO RLE or null per frame]}   (train and valid)
     ROOT/mask_dict_foreground.json   {video: {"masks_rle": [RLE per frame], ...}}  (or {video: [RLE...]})
     ROOT/meta_expressions_{train,valid}_.json
         {"videos": {video: {"frames": [...], "height", "width",
                             "expressions": {exp_id: {"exp", "obj_id": [..], "anno_id": [..], "type_id"}}}}}
 
-Targets are the expression's ``anno_id`` masks (one per listed object); frames where a target is
-absent hold ``null``. Used by ``videoseg-r1 evaluate --benchmark revos`` and the training builders.
+* Splits: ``meta_expressions_train_.json`` and ``meta_expressions_valid_.json`` (the download also
+  has ``meta_expressions_train_sub_.json``); the valid meta is the benchmark.
+* Video ids are paths of the source datasets (``UVO/all/-fbscFfkh4M``-style), so ``/`` between
+  plain parts is allowed in ReVOS video ids (``nested_video_ids``) and frame folders nest.
+* Annotated frames: every frame in the meta's ``frames``, one RLE (or ``null`` where the object is
+  absent) per frame per ``anno_id``.
+* Scoring (the official ``tools/eval_revos.py`` of cilinyan/VISA): per expression, the ground truth
+  is the sum of its ``anno_id`` masks over every frame of ``frames``; J and F (DAVIS) and R
+  (robustness against ``mask_dict_foreground``) are averaged over the frames, rounded to 2 decimals
+  in percent; a missing prediction folder scores 0; the referring (``type_id`` 0) and reasoning
+  (``type_id`` 1) subsets are averaged and "overall" is the mean of the two (``type_id`` 2 is
+  excluded); ``eval/protocols.py``.
+* Frames: the videos come from several source datasets at their own rates; ReVOS publishes no
+  frame rate, so ``FRAME_RATE`` is unset (``DEFAULT_FOLDER_FPS``; ``--fps`` sets it).
+
+Used by ``videoseg-r1 evaluate --benchmark revos``, ``predict`` and the training builders.
 """
 
 from __future__ import annotations
@@ -78,10 +93,10 @@ class RevosStyleReader(BenchmarkReader):
         return self.root / "mask_dict_foreground.json"
 
     def image_dir(self, video: str) -> Path:
-        return self.root / "JPEGImages" / video
+        return self.join(self.root / "JPEGImages", video)
 
-    def __init__(self, root, split=None):
-        super().__init__(root, split)
+    def __init__(self, root, split=None, fps=None):
+        super().__init__(root, split, fps)
         meta = self.meta_path()
         if not meta.is_file():
             raise DataRootError(f"{self.name} meta file not found: {meta} (is --data-root a {self.name} root and "
@@ -114,17 +129,17 @@ class RevosStyleReader(BenchmarkReader):
             raise DatasetError(f"malformed entry for video {video!r} in {self.meta_path()}: no 'expressions'")
         return v
 
-    def videos(self) -> list[str]:
+    def _list_videos(self) -> list[str]:
         return list(self.meta.keys())
 
-    def frame_names(self, video: str) -> list[str]:
+    def _frame_names(self, video: str) -> list[str]:
         v = self._video(video)
         frames = v.get("frames")
         if frames is None:
-            return super().frame_names(video)
+            return super()._frame_names(video)
         if not isinstance(frames, list):
             raise DatasetError(f"malformed 'frames' of video {video!r} in {self.meta_path()}")
-        return [str(f) for f in frames]
+        return list(frames)
 
     def frame_size(self, video: str) -> tuple[int, int]:
         v = self._video(video)
@@ -258,7 +273,8 @@ class RevosReader(RevosStyleReader):
 
     name = "revos"
     default_split = "valid"
+    nested_video_ids = True  # ids are source-dataset paths such as "UVO/all/-fbscFfkh4M"
 
-    def __init__(self, root, split=None):
-        super().__init__(root, split)
+    def __init__(self, root, split=None, fps=None):
+        super().__init__(root, split, fps)
         require_dir(self.root / "JPEGImages", "ReVOS JPEGImages folder")

@@ -27,14 +27,14 @@ class SyntheticReader(RevosStyleReader):
     name = "synthetic"
     default_split = "valid"
 
-    def __init__(self, root, split=None):
+    def __init__(self, root, split=None, fps=None):
         split = split or self.default_split
         self._splits = [s for s in SYNTHETIC_SPLITS if (Path(root) / f"meta_expressions_{s}_.json").is_file()] \
             if split == "all" else [split]
         if split == "all" and not self._splits:
             raise DataRootError(f"no synthetic meta files (meta_expressions_<split>_.json) in {root}")
         self._synth: dict | None = None
-        super().__init__(root, split)
+        super().__init__(root, split, fps)
 
     def meta_path(self) -> Path:
         s = self._splits[0] if self.split == "all" else self.split
@@ -80,6 +80,6 @@ class SyntheticReader(RevosStyleReader):
         """The frames at the generator's frame rate (``synthetic_meta.json``; frame folders carry none)."""
         v = super().open_video(video)
         fps = ((self.synthetic_meta.get("videos") or {}).get(video) or {}).get("fps")
-        if fps:
+        if fps and self._fps is None:
             v.fps = float(fps)
         return v

@@ -55,6 +55,7 @@ from videoseg_r1.eval.metrics import (RobustnessMode, ciou, db_statistics, giou,
                                       robustness_from_counts)
 from videoseg_r1.eval.windows import PngFrames, score_blocks
 from videoseg_r1.masks import MaskError, union
+from videoseg_r1.names import UnsafePathError, safe_join
 
 MissingPolicy = Literal["zero", "skip"]
 DAVIS_MAX_PROPOSALS = 20  # davis2017-evaluation's limit on proposals per sequence
@@ -81,10 +82,18 @@ class PredictionStore:
         self._planned: dict[str, PngFrames] = {}
 
     def folder(self, expr: Expression) -> Path:
-        return self.root / expr.video / expr.exp_id
+        return self._join(self.root, expr.video, expr.exp_id)
 
     def json_path(self, expr: Expression) -> Path:
-        return self.root / expr.video / f"{expr.exp_id}.json"
+        return self._join(self.root, expr.video, f"{expr.exp_id}.json")
+
+    @staticmethod
+    def _join(root: Path, *names) -> Path:
+        """A prediction path from names, refused (``PredictionError``) if it would leave ``root``."""
+        try:
+            return safe_join(root, *names)
+        except UnsafePathError as exc:
+            raise PredictionError(str(exc)) from None
 
     def has(self, expr: Expression) -> bool:
         return self.folder(expr).is_dir() or self.json_path(expr).is_file()
@@ -135,8 +144,7 @@ class PredictionStore:
                 self._planned.pop(next(iter(self._planned))).close()
 
     def _png_frames(self, folder: Path, frames: Sequence[str], shape: tuple[int, int]) -> PngFrames:
-        base = os.path.join(folder, "")
-        return PngFrames([f"{base}{fr}.png" for fr in frames], lambda p: self._read_png(p, shape))
+        return PngFrames([str(self._join(folder, f"{fr}.png")) for fr in frames], lambda p: self._read_png(p, shape))
 
     @staticmethod
     def _read_png(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
@@ -331,7 +339,7 @@ def read_davis_unsupervised_gt(davis_root: Path, video: str) -> tuple[list[str],
     from videoseg_r1.data.base import DataRootError
     from videoseg_r1.masks import read_palette_png
 
-    d = Path(davis_root) / "Annotations_unsupervised" / "480p" / video
+    d = safe_join(Path(davis_root) / "Annotations_unsupervised" / "480p", video)
     if not d.is_dir():
         raise DataRootError(f"DAVIS unsupervised annotations not found: {d}")
     files = sorted(d.glob("*.png"))

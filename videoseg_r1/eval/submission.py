@@ -4,7 +4,8 @@ Layouts (what the servers expect):
 
 * MeViS valid: ``<video>/<exp_id>/<frame>.png`` at the root of the zip.
 * Ref-YouTube-VOS valid: ``Annotations/<video>/<exp_id>/<frame>.png``, only for the videos the server
-  scores (the valid meta minus the videos also listed in ``meta_expressions/test``).
+  scores (the valid meta minus the videos also listed in ``meta_expressions/test``, which is what
+  the reader's ``valid`` split is).
 
 Every PNG is re-encoded as an 8-bit 0/255 mask, whatever form the prediction had (PNG or RLE json).
 Every expression and frame must be present; a missing one is an error naming it (the server would
@@ -23,11 +24,12 @@ import numpy as np
 
 from videoseg_r1.data.base import BenchmarkReader
 from videoseg_r1.eval.protocols import PredictionFileMissing, PredictionStore
+from videoseg_r1.names import safe_member
 
 
 def submission_videos(reader: BenchmarkReader) -> list[str]:
-    if reader.name == "refytvos":
-        return reader.server_videos()  # type: ignore[attr-defined]
+    """The videos the server scores: the reader's split as defined there (Ref-YouTube-VOS valid
+    already leaves out the test videos)."""
     return reader.videos()
 
 
@@ -59,7 +61,7 @@ def write_submission(reader: BenchmarkReader, predictions: str | Path, out_zip: 
                     ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
                     if not ok:  # pragma: no cover
                         raise OSError(f"cannot encode {e.key}/{fr}")
-                    zf.writestr(f"{prefix}{e.video}/{e.exp_id}/{fr}.png", buf.tobytes())
+                    zf.writestr(prefix + safe_member(e.video, e.exp_id, f"{fr}.png"), buf.tobytes())
         os.replace(tmp, out_zip)
     except BaseException:
         tmp.unlink(missing_ok=True)
