@@ -8,6 +8,7 @@ import pytest
 
 from videoseg_r1.config import RewardConfig
 from videoseg_r1.masks import rle_encode
+from videoseg_r1.reasoning.parsing import parse_answer
 from videoseg_r1.rewards import (
     LENGTH_SCALE_NAME,
     REWARD_FUNCS,
@@ -149,15 +150,82 @@ def test_bad_solution_scores_zero():
     assert accuracy([answer(GT1)])[0] == 0.0
 
 
-def test_accuracy_uses_tolerant_parser_and_clips_to_frame():
-    # single quotes and a code fence: not valid for answer_format, but the parser reads it
-    text = "<think>x</think><answer>```json\n[{'bbox_2d': [109, 109, 10, 10], 'point_2d': [60, 60]}]\n```</answer>"
-    assert acc(text) == 3.0
-    assert answer_format([text])[0] == 0.0
-    # frame_size column: a 100x100 frame clips x2, y2 to 99 -> L1 = 5, IoU 0.81 (thresholds unscaled)
-    v = accuracy([answer(GT1)], solution=[json.dumps(GT1)], frame_size=[[100, 100]],
-                 reward_config=RewardConfig(scale_thresholds=False))[0]
-    assert v == 3.0
+# Raw judging (SPEC §5, issue 15 item 12): VisionReasoner's accuracy reward (Seg-Zero,
+# verl/utils/reward_score/vision_reasoner.py) reads the first <answer> block with json.loads and
+# scores [item["bbox_2d"] ...] / [item["point_2d"] ...] as written; any failure scores 0.
+EDGE_GT = [{"bbox_2d": [0, 100, 49, 199], "point_2d": [3, 150]}]  # an object at the left border
+
+
+def test_accuracy_reversed_box_earns_nothing():
+    gt = [{"bbox_2d": [100, 100, 199, 199], "point_2d": [150, 150]}]
+    # the parser would reorder it into the exact GT box (3.0); raw, the box [199, 199, 100, 100] has
+    # no overlap (199 > 100 on both axes), mean |Δ| = 99 and contains no point
+    assert acc([{"bbox_2d": [199, 199, 100, 100], "point_2d": [150, 150]}], gt) == 0.0
+    assert acc([{"bbox_2d": [199, 100, 100, 199], "point_2d": [150, 150]}], gt) == 0.0  # x reversed only
+    assert acc([{"bbox_2d": [100, 100, 199, 199], "point_2d": [150, 150]}], gt) == 3.0
+    # inference keeps its tolerant reading
+    parsed = parse_answer(answer([{"bbox_2d": [199, 199, 100, 100], "point_2d": [150, 150]}]), frame_size_wh=(840, 840))
+    assert parsed.objects[0].box_xyxy == (100.0, 100.0, 199.0, 199.0)
+
+
+def test_accuracy_box_partly_outside_the_frame_is_not_clipped():
+    # box [-60, 100, 89, 199]: IoU 50·100 / (150·100) = 0.33, mean |Δ| = (60 + 40) / 4 = 25, point
+    # [25, 150] inside at distance 22 -> 1. Clipped to x >= 0 it would be IoU 0.56 -> 2.
+    assert acc([{"bbox_2d": [-60, 100, 89, 199], "point_2d": [25, 150]}], EDGE_GT) == 1.0
+    # box [-20, 100, 49, 199]: IoU 50/70 = 0.71, mean |Δ| = 5, point inside at 22 -> 3 (raw and clipped)
+    assert acc([{"bbox_2d": [-20, 100, 49, 199], "point_2d": [25, 150]}], EDGE_GT) == 3.0
+    # the exact box with its point 31 px left of it, at x = -28: outside its box -> 2 (clipped to
+    # x = 0 it would lie inside, 3 px from the GT point: 3)
+    assert acc([{"bbox_2d": [0, 100, 49, 199], "point_2d": [-28, 150]}], EDGE_GT) == 2.0
+    # the frame_size column scales the thresholds only; it clips nothing
+    big = [{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}]
+    unscaled = RewardConfig(scale_thresholds=False)
+    assert accuracy([answer(big)], solution=[json.dumps(big)], frame_size=[[100, 100]], reward_config=unscaled) == [3.0]
+    # x2 = 150 is kept: mean |Δ| 41 / 4 >= 10, IoU 100/141 -> 2 (clipped to x2, y2 = 99: mean |Δ| 5 -> 3)
+    assert accuracy([answer([{"bbox_2d": [10, 10, 150, 109], "point_2d": [60, 60]}])], solution=[json.dumps(big)],
+                    frame_size=[[100, 100]], reward_config=unscaled) == [2.0]
+
+
+@pytest.mark.parametrize(
+    "answer_text, expected",
+    [
+        # the whole answer scores 0 unless every item has a 4-number bbox_2d and a 2-number point_2d
+        ('[{"bbox_2d": [10, 10, 109, 109]}]', 0.0),  # no point_2d (the parser would give 2)
+        ('[{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}, {"bbox_2d": [300, 300, 399, 349]}]', 0.0),
+        ('[{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}, {"bbox_2d": [1, 2, 3, 4, 5], "point_2d": [2, 3]}]', 0.0),
+        ('[{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}, 5]', 0.0),
+        ('[{"bbox_2d": ["10", 10, 109, 109], "point_2d": [60, 60]}]', 0.0),  # strings are not numbers
+        ('[{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, null]}]', 0.0),
+        ('{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}', 0.0),  # a bare object, not a list
+        ("[{'bbox_2d': [10, 10, 109, 109], 'point_2d': [60, 60]}]", 0.0),  # single quotes: not JSON
+        ('```json\n[{"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}]\n```', 0.0),  # code fence
+        # json.loads reads NaN / Infinity; they fail every comparison they take part in
+        ('[{"bbox_2d": [10, 10, 109, 109], "point_2d": [NaN, 60]}]', 2.0),  # IoU and L1 only
+        ('[{"bbox_2d": [10, 10, Infinity, 109], "point_2d": [60, 60]}]', 1.0),  # IoU 0, L1 inf; point in box
+        ('  [{"bbox_2d": [10.0, 10, 109, 109], "point_2d": [60, 60.5]}]\n', 3.0),  # whitespace, floats
+    ],
+)
+def test_accuracy_raw_answer_rules(answer_text, expected):
+    assert acc(f"<think>t</think><answer>{answer_text}</answer>") == expected
+
+
+def test_accuracy_reads_the_first_answer_block_and_ignores_the_rest():
+    right = json.dumps(GT1)
+    wrong = json.dumps([{"bbox_2d": [500, 500, 600, 600], "point_2d": [550, 550]}])
+    assert acc(f"Sure! <answer>{right}</answer> Done.") == 3.0  # text outside: think_format's business
+    assert acc(f"<think>t</think><answer>{wrong}</answer><answer>{right}</answer>") == 0.0
+    assert acc(f"<think>t</think><answer>{right}</answer><answer>{wrong}</answer>") == 3.0
+    # an "<answer>" inside the reasoning starts the block there: " tags</think><answer>[...]" is not JSON
+    assert acc(f"<think>I write it in <answer> tags</think><answer>{right}</answer>") == 0.0
+    assert acc(f"<think>t</think><answer>{right}") == 0.0  # unclosed
+
+
+def test_accuracy_item_cap_applies_before_the_number_check():
+    # VisionReasoner looks up the keys of every item but builds arrays from the first 120 only
+    perfect = {"bbox_2d": [10, 10, 109, 109], "point_2d": [60, 60]}
+    five = {"bbox_2d": [1, 2, 3, 4, 5], "point_2d": [2, 3]}
+    assert acc([perfect] * 120 + [five]) == pytest.approx(3 / 120)
+    assert acc([perfect] * 120 + [{"bbox_2d": [1, 2, 3, 4]}]) == 0.0
 
 
 def test_conversational_completions():
@@ -277,6 +345,25 @@ def test_negative_point_fraction_and_absence():
                           frame_size=[[840, 840]]) == [0.0]
     empty = json.dumps(rle_encode(np.zeros((300, 300), bool)))
     assert neg([[205, 150]], mask=empty) == 0.0
+
+
+def test_negative_point_reads_the_raw_point():
+    mask = np.zeros((300, 300), bool)
+    mask[0:100, 0:100] = True  # a target at the top-left corner
+    rle = json.dumps(rle_encode(mask))
+
+    def score(text):
+        return negative_point([text], solution=[json.dumps(GT1)], gt_mask_rle=[rle], frame_size=[[300, 300]])[0]
+
+    item = {"bbox_2d": [0, 0, 99, 99], "point_2d": [50, 50]}
+    # 5 px left of the frame: taxicab d = 5 from the mask pixel (0, 50); clipped to x = 0 it would be inside (0)
+    assert score(answer([dict(item, neg_point_2d=[-5, 50])])) == 1.0
+    assert score(answer([dict(item, neg_point_2d=[-41, 50])])) == 0.0  # d = 41
+    assert score(answer([dict(item, neg_point_2d=[105, 50])])) == 1.0  # d = 6
+    # read with json.loads like the accuracy reward: single quotes are not JSON
+    assert score("<think>t</think><answer>[{'bbox_2d': [0, 0, 99, 99], 'neg_point_2d': [105, 50]}]</answer>") == 0.0
+    # non-finite or malformed negative points are not counted
+    assert score('<answer>[{"neg_point_2d": [105, 50]}, {"neg_point_2d": [NaN, 5]}, {"neg_point_2d": [1]}]</answer>') == 1.0
 
 
 def test_negative_point_falls_back_to_gt_boxes():

@@ -11,6 +11,10 @@ Each component is its own function ``fn(completions, solution=..., **columns) ->
 ``negative_point`` 0..1   negative points with 0 < L1 distance to the GT masks <= 40 px
 =================  =====  ===========================================================
 
+All of them judge the RAW completion as VisionReasoner's rewards do (SPEC §5): the answer is read
+with ``json.loads`` and boxes are neither reordered nor clipped (a box written [199, 199, 100, 100]
+earns no accuracy); the tolerant parser of SPEC §1 serves inference only.
+
 The soft length penalty multiplies their SUM (it is not a sixth addend): see
 ``videoseg_r1.rewards.length``. For ``GRPOTrainer`` use :func:`trl_reward_setup`, which returns the
 penalised total ``videoseg_total`` with weight 1 (the only thing the advantage sees) and every

@@ -1,19 +1,21 @@
 """Helpers shared by the reward functions: completion text, strict tag/JSON checks, GT columns.
 
-Used only inside ``videoseg_r1.rewards``. Two kinds of reading live here on purpose:
+Used only inside ``videoseg_r1.rewards``. Every reward judges the RAW completion, as VisionReasoner
+does (SPEC §5); the tolerant reading of THE parser (code fences, single quotes, boxes reordered and
+clipped to the frame) serves inference only. Two strict readings live here:
 
-* *strict* reading (:func:`strict_format_ok`, :func:`strict_answer_json`, :func:`is_number_list`) for the format rewards,
-  which judge the raw completion as VisionReasoner does (valid JSON inside the tags, nothing else);
-* *tolerant* reading (:func:`predicted_items`) for the accuracy and negative-point rewards, which
-  goes through THE answer parser ``videoseg_r1.reasoning.parsing`` so that training scores exactly
-  what inference would use.
+* the format rewards' (:func:`strict_format_ok`, :func:`strict_answer_json`, :func:`is_number_list`):
+  exactly one closed answer block, plain ``json.loads``, finite numbers;
+* the accuracy and negative-point rewards' (:func:`answer_json`, :func:`raw_boxes_points`,
+  :func:`raw_negative_points`): VisionReasoner's reading of the answer (the first
+  ``<answer>…</answer>`` block, ``json.loads``, every item's ``bbox_2d`` / ``point_2d`` taken as
+  written: a box [199, 199, 100, 100] stays reversed and a box past the border stays there).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from videoseg_r1.config import MODEL_INPUT_SIZE
@@ -104,16 +106,7 @@ def think_text(text: str) -> str:
     return split_think_answer(text).think or ""
 
 
-# ----------------------------------------------------------------------------- tolerant reading
-
-
-@dataclass
-class PredItem:
-    """One predicted target as the parser read it; missing parts are None."""
-
-    box_xyxy: tuple[float, float, float, float] | None
-    point_xy: tuple[float, float] | None
-    neg_point_xy: tuple[float, float] | None
+# ----------------------------------------------------------------------------- raw reading (accuracy, negative point)
 
 
 def frame_size_of(columns: dict[str, Any], index: int) -> tuple[int, int]:
@@ -128,31 +121,95 @@ def frame_size_of(columns: dict[str, Any], index: int) -> tuple[int, int]:
     return MODEL_INPUT_SIZE, MODEL_INPUT_SIZE
 
 
-def _xy(value: Any, n: int) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    if len(out) != n or not all(math.isfinite(v) for v in out):
-        return None
-    return out
+def answer_json(text: str) -> Any | None:
+    """The JSON value of the first ``<answer>…</answer>`` block, or None (VisionReasoner's reading).
 
+    The block runs from the first ``<answer>`` to the first ``</answer>`` after it (the non-greedy
+    ``<answer>\\s*(.*?)\\s*</answer>`` search of VisionReasoner's reward); its stripped content must
+    be valid JSON for ``json.loads`` (which, like VisionReasoner's, accepts ``NaN`` / ``Infinity``).
+    Text outside the block, a second block or a missing ``<think>`` do not matter here: the
+    format rewards judge those.
 
-def predicted_items(text: str, width: int, height: int, max_items: int | None = None) -> list[PredItem]:
-    """Items of the answer read by THE parser (``videoseg_r1.reasoning.parsing.parse_answer``).
-
-    Boxes are reordered and clipped to the ``width`` x ``height`` frame, points clipped; an item the
-    parser could not read keeps None in that field. [] when no JSON is found.
+    >>> answer_json('Sure. <answer> [1, 2] </answer><answer>[3]</answer>')
+    [1, 2]
+    >>> answer_json("<answer>[{'bbox_2d': [1, 2, 3, 4]}]</answer>") is None   # single quotes
+    True
     """
-    from videoseg_r1.reasoning.parsing import parse_answer
+    from videoseg_r1.reasoning.parsing import load_answer_json_strict
 
+    start = text.find(ANSWER_OPEN)
+    if start < 0:
+        return None
+    start += len(ANSWER_OPEN)
+    end = text.find(ANSWER_CLOSE, start)
+    if end < 0:
+        return None
+    value, error = load_answer_json_strict(text[start:end].strip())
+    return None if error else value
+
+
+def _json_numbers(value: Any, length: int) -> tuple[float, ...] | None:
+    """``value`` as ``length`` floats if it is a list of exactly ``length`` JSON numbers, else None.
+
+    Non-finite numbers (``NaN``, ``Infinity``) are kept: they fail every comparison of the accuracy
+    criteria, as in VisionReasoner's NumPy arithmetic. Booleans, strings and nulls are not numbers.
+    """
+    if not isinstance(value, list) or len(value) != length:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
     try:
-        parsed = parse_answer(text, frame_size_wh=(width, height), max_objects=max_items)
-    except Exception:  # the parser never raises by contract; a reward must not either
+        return tuple(float(v) for v in value)
+    except OverflowError:  # an integer beyond float range
+        return None
+
+
+def raw_boxes_points(text: str, max_items: int | None = None) -> tuple[list[tuple[float, ...]], list[tuple[float, ...]]] | None:
+    """Predicted boxes (K, 4) and points (K, 2) exactly as written, or None when the answer is unusable.
+
+    VisionReasoner's accuracy reward reads ``[item["bbox_2d"] for item in data]`` and
+    ``[item["point_2d"] ...]`` and scores 0 whenever that fails; likewise here the answer is unusable
+    (None -> accuracy 0) unless :func:`answer_json` is a non-empty list of objects that EACH have
+    a ``bbox_2d`` and a ``point_2d`` key, and the first ``max_items`` items have 4 and 2 numbers
+    there. No reordering, no clipping: a reversed box keeps its (empty) extent, a point left of the
+    frame keeps its negative x.
+
+    >>> raw_boxes_points('<answer>[{"bbox_2d": [199, 199, 100, 100], "point_2d": [-5, 150]}]</answer>')
+    ([(199.0, 199.0, 100.0, 100.0)], [(-5.0, 150.0)])
+    >>> raw_boxes_points('<answer>[{"bbox_2d": [1, 2, 3, 4]}]</answer>') is None   # no point_2d
+    True
+    """
+    data = answer_json(text)
+    if not isinstance(data, list) or not data:
+        return None
+    if not all(isinstance(item, dict) and "bbox_2d" in item and "point_2d" in item for item in data):
+        return None
+    boxes, points = [], []
+    for item in data[:max_items]:
+        box = _json_numbers(item["bbox_2d"], 4)
+        point = _json_numbers(item["point_2d"], 2)
+        if box is None or point is None:
+            return None
+        boxes.append(box)
+        points.append(point)
+    return boxes, points
+
+
+def raw_negative_points(text: str, max_items: int | None = None) -> list[tuple[float, float]]:
+    """The ``neg_point_2d`` of each of the first ``max_items`` answer items, as written (not clipped).
+
+    Items that are not objects, or whose ``neg_point_2d`` is absent or not 2 finite numbers, give
+    no negative point. [] when the answer is not a JSON list (:func:`answer_json`).
+    """
+    data = answer_json(text)
+    if not isinstance(data, list):
         return []
-    return [PredItem(_xy(o.box_xyxy, 4), _xy(o.point_xy, 2), _xy(o.neg_point_xy, 2)) for o in parsed.objects]
+    out = []
+    for item in data[:max_items]:
+        point = _json_numbers(item.get("neg_point_2d"), 2) if isinstance(item, dict) else None
+        if point is not None and all(math.isfinite(v) for v in point):
+            out.append((point[0], point[1]))
+    return out
 
 
 def gt_items(solution: Any) -> tuple[list[list[float]], list[list[float]]] | None:

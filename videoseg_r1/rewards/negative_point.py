@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from videoseg_r1.rewards.common import (
     completion_text,
     frame_size_of,
     gt_items,
-    predicted_items,
+    raw_negative_points,
 )
 
 
@@ -79,9 +78,7 @@ def negative_point_score(
     distance_map = _l1_distance_map(mask_key)
     if distance_map is None:
         return 0.0
-    negatives = [item.neg_point_xy for item in predicted_items(text, width, height, config.max_items)]
-    negatives = [p for p in negatives if p is not None and all(math.isfinite(v) for v in p)]
-    negatives = negatives[: config.max_items]
+    negatives = raw_negative_points(text, config.max_items)
     if not negatives:
         return 0.0
     good = 0
@@ -101,8 +98,10 @@ def negative_point(
 ) -> list[float]:
     """Negative-point reward (0..1): negative points just outside the ground-truth masks.
 
-    For each predicted ``neg_point_2d`` (read by THE parser), d = its minimum L1 (taxicab) distance
-    in pixels to the union of the ground-truth masks (0 inside a mask). Each point with
+    For each predicted ``neg_point_2d``, read raw like the accuracy reward reads its answer (first
+    ``<answer>`` block, ``json.loads``; the point as written, not clipped to the frame), d = its
+    minimum L1 (taxicab) distance in pixels to the union of the ground-truth masks (0 inside a mask;
+    a point past the border adds its distance to the frame). Each point with
     0 < d <= 40 px earns 1 / (number of predicted negative points). No negative point -> 0. The
     40 px are for an 840x840 input and scale with sqrt(W·H) / 840 of the ``frame_size`` column
     (``RewardConfig.for_frame``).
@@ -113,6 +112,7 @@ def negative_point(
         neg point [150, 150]: inside, d = 0  -> 0.0
         neg points [205, 150] and [300, 300]: d = 6 and 202 -> 0.5
         neg point [240, 150]: d = 41 > 40    -> 0.0
+        GT mask x, y in [0, 99], neg point [-5, 50]: d = 6 (not clipped to x = 0, d = 0) -> 1.0
     """
     n = len(completions)
     solutions = solution if solution is not None else [None] * n

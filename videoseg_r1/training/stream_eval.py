@@ -8,7 +8,8 @@ answers each greedily in batches, reads the answers with THE parser and scores t
   box IoU > 0.5 (one-to-one matching on IoU); ``point`` = share whose matched predicted point lies
   within the accuracy reward's point threshold (30 px at 840, scaled to the input) of the
   ground-truth point; ``precision50`` = share of predicted items matched at IoU > 0.5;
-  ``accuracy`` = the accuracy reward (0..3, ``rewards.accuracy``); ``parsed`` = answers whose JSON read;
+  ``accuracy`` = the accuracy reward (0..3, ``rewards.accuracy``, which judges the raw JSON; the
+  stream's bare-JSON answers are scored as if inside ``<answer>`` tags); ``parsed`` = answers whose JSON read;
 * ``list``: ``iou50`` / ``precision50`` as above over every shape, and ``label`` = share of matched
   shapes whose label is right;
 * ``interval``: ``tiou`` = mean temporal IoU (segments inclusive of their last frame) of the answer
@@ -93,7 +94,8 @@ def score_boxes(text: str, row: dict[str, Any]) -> dict[str, float]:
             for p, g in pairs]
     return {"iou50": sum(hit) / len(gt_boxes), "point": sum(near) / len(gt_boxes),
             "precision50": (sum(hit) / len(boxes)) if boxes else 0.0,
-            "accuracy": accuracy([text], solution=[row["solution"]], frame_size=[row["frame_size"]])[0],
+            "accuracy": accuracy([text if "<answer>" in text else f"<answer>{text}</answer>"],
+                                 solution=[row["solution"]], frame_size=[row["frame_size"]])[0],
             "parsed": float(ok)}
 
 
