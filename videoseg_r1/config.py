@@ -34,6 +34,12 @@ HTFS_NUM_KEY_FRAMES = 4  # key-segment frames (besides the target) shown to the 
 
 # ---------------------------------------------------------------- stage 2: reasoning
 MODEL_INPUT_SIZE = 840  # VisionReasoner's convention: target frame resized to 840x840
+# The Qwen2-VL / Qwen2.5-VL processors resize every image side to a multiple of patch 14 x spatial
+# merge 2 = 28 px. The target frame's size is written into the prompt and the coordinate map, so it
+# must be one the processor keeps (SPEC §1): an 800 px frame would be fed as 812 px and every
+# coordinate read back 1.5 % off. (Qwen3-VL's grid is 32 px, but it answers in 0-1000 normalised
+# coordinates, which do not depend on the pixel size.)
+VISION_GRID_PX = 28
 REASONING_MAX_NEW_TOKENS = 512  # ours
 REASONER_VISION_CACHE_UNITS = 256  # cached visual units (images / 2-frame video patches); ours
 REASONING_CONTEXT_FRAME_SIZE = 448  # key/reference frames shown before the 840x840 target; ours
@@ -61,6 +67,33 @@ LENGTH_BUDGET_MEDIUM = 64
 LENGTH_BUDGET_HARD = 128
 LENGTH_PENALTY_BETA = 0.01  # s = max(0, 1 - β·(L_used - L_budget)); ours
 REWARD_THRESHOLD_REFERENCE_PX = 840  # the input size VisionReasoner's 10 / 30 / 40 px thresholds are meant for
+
+
+def check_vision_grid_size(name: str, size_px: Any, grid_px: int = VISION_GRID_PX) -> int:
+    """``size_px`` as an int if it is a positive multiple of ``grid_px``; else a ValueError naming the fix.
+
+    >>> check_vision_grid_size("model_input_size", 840)
+    840
+    >>> check_vision_grid_size("model_input_size", 800)
+    Traceback (most recent call last):
+    ...
+    ValueError: model_input_size 800 is not a multiple of 28 px (the vision grid of Qwen2.5-VL: patch 14 x merge 2): the processor would resize the frame to 812 px while the prompt and the coordinate map use 800, so every coordinate would be 1.5 % off. Use 784 or 812.
+    """
+    if isinstance(size_px, bool) or not isinstance(size_px, (int, float)) or size_px != int(size_px):
+        raise ValueError(f"{name} must be a whole number of pixels, got {size_px!r}")
+    size = int(size_px)
+    if size < grid_px:
+        raise ValueError(f"{name} {size} is smaller than the vision grid of {grid_px} px; use {grid_px} or more "
+                         f"(a multiple of {grid_px}, e.g. 840)")
+    if size % grid_px:
+        snapped = max(grid_px, round(size / grid_px) * grid_px)
+        lower = size // grid_px * grid_px
+        raise ValueError(
+            f"{name} {size} is not a multiple of {grid_px} px (the vision grid of Qwen2.5-VL: patch 14 x merge 2): "
+            f"the processor would resize the frame to {snapped} px while the prompt and the coordinate map use "
+            f"{size}, so every coordinate would be {100 * abs(snapped - size) / size:.1f} % off. "
+            f"Use {lower} or {lower + grid_px}.")
+    return size
 
 
 @dataclass
@@ -103,6 +136,10 @@ class ReasonerConfig:
     vision_cache_units: int = REASONER_VISION_CACHE_UNITS  # LRU bound of the vision-feature cache
     context_frame_size: int = REASONING_CONTEXT_FRAME_SIZE
     use_context_frames: bool = True  # False: target frame only (VisionReasoner's single-image input)
+
+    def __post_init__(self):
+        # the one place the size is checked: prompt, processor and CoordinateMap all use this value
+        self.model_input_size = check_vision_grid_size("model_input_size", self.model_input_size)
 
 
 @dataclass

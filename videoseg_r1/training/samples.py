@@ -115,8 +115,12 @@ class SampleConfig:
             raise ValueError(f"tasks {list(self.tasks)!r}: choose among {TASKS}")
         if self.target_frame_rule not in TARGET_FRAME_RULES:
             raise ValueError(f"target_frame_rule {self.target_frame_rule!r}: choose one of {TARGET_FRAME_RULES}")
-        if self.model_input_size < 28 or self.context_frame_size < 28:
-            raise ValueError("model_input_size and context_frame_size must be at least 28 pixels")
+        from videoseg_r1.config import check_vision_grid_size
+
+        # the solution's coordinates are in this size: it must be one the processor keeps
+        self.model_input_size = check_vision_grid_size("model_input_size", self.model_input_size)
+        if self.context_frame_size < 28:
+            raise ValueError("context_frame_size must be at least 28 pixels")
 
 
 # ============================================================================ geometry of one object
