@@ -154,6 +154,11 @@ class BenchmarkReader:
     def image_dir(self, video: str) -> Path:
         return self.join(self.root / "JPEGImages", video)
 
+    def _listed_frames(self, video: str) -> list | None:
+        """The video's frame names as the annotation file lists them, or None where it lists none
+        (those are checked with the expressions, before any work starts)."""
+        return None
+
     def _frame_names(self, video: str) -> list[str]:
         """Frame names of a video (unchecked): by default the stems of its frame folder's images."""
         d = require_dir(self.image_dir(video), f"frame folder of video {video!r}")
@@ -198,6 +203,9 @@ class BenchmarkReader:
                 e.exp_id = self.check_name(e.exp_id, "expression id", entry=f"video {e.video!r}")
                 for obj in e.obj_ids:
                     self.check_name(obj, "object id", entry=e.key)
+            for v in dict.fromkeys(e.video for e in exprs):
+                if self._listed_frames(v) is not None:
+                    self.frame_names(v)  # checks (and caches) the listed frame names
             self._expr_cache = exprs
         for e in self._expr_cache:
             if video is None or e.video == video:

@@ -56,6 +56,10 @@ class ReasonVosReader(BenchmarkReader):
     def _list_videos(self) -> list[str]:
         return list(self.meta.keys())
 
+    def _listed_frames(self, video: str) -> list | None:
+        v = self.meta.get(video) or {}
+        return v["frames"] if isinstance(v.get("frames"), list) else None
+
     def _frame_names(self, video: str) -> list[str]:
         v = self.meta.get(video) or {}
         if isinstance(v.get("frames"), list):

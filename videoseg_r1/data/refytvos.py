@@ -93,6 +93,10 @@ class RefYtvosReader(BenchmarkReader):
         """Videos the evaluation server scores (for ``valid``: valid minus test, as ``videos()``)."""
         return self.videos()
 
+    def _listed_frames(self, video: str) -> list | None:
+        v = self.meta.get(video)
+        return v["frames"] if isinstance(v, dict) and isinstance(v.get("frames"), list) else None
+
     def _frame_names(self, video: str) -> list[str]:
         v = self.meta.get(video)
         if v is None:

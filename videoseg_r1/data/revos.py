@@ -132,6 +132,10 @@ class RevosStyleReader(BenchmarkReader):
     def _list_videos(self) -> list[str]:
         return list(self.meta.keys())
 
+    def _listed_frames(self, video: str) -> list | None:
+        frames = self._video(video).get("frames")
+        return frames if isinstance(frames, list) else None
+
     def _frame_names(self, video: str) -> list[str]:
         v = self._video(video)
         frames = v.get("frames")
