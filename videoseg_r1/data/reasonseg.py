@@ -8,7 +8,8 @@ Official layout (dvlab-research/LISA README, "ReasonSeg"; read by LISA's
     ROOT/{train,val,test}/<name>.json   {"text": [query, ...], "is_sentence": bool,
                                          "shapes": [{"label": "target"|"ignore"|..., "points": [[x, y], ...]}]}
 
-* Splits: ``train`` (239 images), ``val`` (200), ``test`` (779), each image with its json.
+* Splits: ``train`` (239 image-instruction pairs), ``val`` (200), ``test`` (779) (LISA paper, sec. 3),
+  each image with its json.
 * Ground truth, rasterised exactly as LISA's ``get_mask_from_json``: polygons sorted by their own
   filled area (largest first), each outlined (1 px) and filled with cv2, label ``ignore`` -> 255
   (excluded from scoring), anything else -> 1, shapes labelled ``flag`` skipped.
