@@ -104,3 +104,77 @@ def test_bad_input(video, seg_parts, tmp_path):
         pipe(video, "   ")
     with pytest.raises(Exception, match="not found"):
         pipe(tmp_path / "missing.mp4", "the dog")
+
+
+# ---------------------------------------------------------------- vision cache ownership (issue 15 item 10)
+
+
+def test_a_new_video_object_never_gets_an_old_ones_vision_features(tmp_path, monkeypatch):
+    """The reasoner caches features by frame index; a new video must start from an empty cache even
+    when it carries the same name, length and id as a collected one (CPython reuses the memory of a
+    freed object, and with it the id). The pipeline module's ``id`` is made constant here to force
+    that collision deterministically."""
+    import gc
+
+    import numpy as np
+
+    import videoseg_r1.pipeline as pipeline_module
+    from videoseg_r1.config import ReasonerConfig
+    from videoseg_r1.reasoning.reasoner import Reasoner
+    from videoseg_r1.reasoning.tiny import save_tiny_reasoner
+
+    reasoner = Reasoner.from_pretrained(save_tiny_reasoner(tmp_path / "tiny"),
+                                        ReasonerConfig(model_input_size=56, context_frame_size=56, max_new_tokens=3))
+    pipe = VideoSegR1Pipeline(PipelineConfig(), reasoner=reasoner,
+                              frame_selector=FixedFrameSelector("first", num_context_frames=2))
+    monkeypatch.setattr(pipeline_module, "id", lambda obj: 1234, raising=False)
+    rng = np.random.default_rng(0)
+
+    def new_video():  # same name ("<array>"), length and size every time; different pixels
+        return ArrayVideo([rng.integers(0, 255, (40, 60, 3), dtype=np.uint8) for _ in range(4)], fps=4)
+
+    a = new_video()
+    pipe(a, "the dog")
+    assert reasoner.vision_cache_size > 0
+    before = reasoner.vision_cache_hits
+    pipe(a, "the cat")  # the same object: its features are reused
+    assert reasoner.vision_cache_hits > before
+    del a
+    gc.collect()
+    b = new_video()
+    hits, misses = reasoner.vision_cache_hits, reasoner.vision_cache_misses
+    got = pipe(b, "the dog")
+    assert reasoner.vision_cache_hits == hits  # nothing of a's was served
+    assert reasoner.vision_cache_misses > misses
+    reasoner.clear_vision_cache()  # b's answer is what a cold cache gives
+    cold = pipe(ArrayVideo(b.frames, fps=4), "the dog")
+    assert got.trace.reasoning_text == cold.trace.reasoning_text
+    assert got.reasoning.logprob == pytest.approx(cold.reasoning.logprob, abs=1e-5)
+
+
+def test_the_frame_selectors_reasoner_cache_is_emptied_too(video):
+    class Counting:
+        def __init__(self):
+            self.clears = 0
+
+        def clear_vision_cache(self):
+            self.clears += 1
+
+    class Selector(FixedFrameSelector):
+        pass
+
+    reasoner, stage1 = Counting(), Counting()
+    selector = Selector(0)
+    selector.reasoner = stage1
+    pipe = VideoSegR1Pipeline(PipelineConfig(), reasoner=reasoner, frame_selector=selector)
+    given = [ObjectPrompt(obj_idx=0, box_xyxy=None, points_xy=[], labels=[], error="none")]
+    pipe(video, "x", prompts=given, target_frame_idx=0)
+    pipe(video, "x", prompts=given, target_frame_idx=0)  # same video object: kept
+    assert (reasoner.clears, stage1.clears) == (1, 1)
+    pipe(ArrayVideo(video.frames, fps=video.fps, name=str(video.path)), "x", prompts=given, target_frame_idx=0)
+    assert (reasoner.clears, stage1.clears) == (2, 2)
+    shared = Counting()
+    selector.reasoner = shared
+    pipe2 = VideoSegR1Pipeline(PipelineConfig(), reasoner=shared, frame_selector=selector)
+    pipe2(video, "x", prompts=given, target_frame_idx=0)
+    assert shared.clears == 1  # one model behind both stages: emptied once

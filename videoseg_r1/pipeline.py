@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import resource
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,7 @@ class VideoSegR1Pipeline:
         self.frame_selector = frame_selector
         self.segmenter = segmenter
         self.propagator = propagator
-        self._vision_owner: tuple | None = None
+        self._vision_owner: weakref.ref | None = None  # the video the reasoners' vision caches belong to
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -144,11 +145,7 @@ class VideoSegR1Pipeline:
         if not isinstance(video, Video):
             video = open_video(video)
         trace = Trace(video=str(video.path), query=query, num_frames=len(video), fps=float(video.fps))
-        # The reasoner caches visual features by frame index: valid for one video only.
-        owner = (str(video.path), len(video), id(video))
-        if owner != self._vision_owner and hasattr(self.reasoner, "clear_vision_cache"):
-            self.reasoner.clear_vision_cache()
-        self._vision_owner = owner
+        self._claim_vision_caches(video)
         timer = _StageTimer(trace, self._device())
 
         # Stage 1: where to look
@@ -213,6 +210,28 @@ class VideoSegR1Pipeline:
                     tracks.set(frame_idx, masks)
         return Result(tracks=tracks, trace=trace, sampled=sampled, prompts=prompts, key_masks=key_masks,
                       reasoning=reasoning)
+
+    def _claim_vision_caches(self, video: Video) -> None:
+        """Empty the vision caches unless ``video`` is the very object they were filled from.
+
+        The reasoners cache visual features by frame index, valid for one video only. The owner is
+        kept as a weak reference, not as ``id(video)``: a new video may be given the id (the
+        memory) of a collected one, and would then be served the old frames' features. A dead or
+        different referent empties every cache: the reasoner's and the frame selector's.
+        """
+        owner = self._vision_owner() if self._vision_owner is not None else None
+        if owner is video:
+            return
+        holders = [self.reasoner, getattr(self.frame_selector, "reasoner", None)]
+        for i, holder in enumerate(holders):
+            if holder is not None and all(holder is not h for h in holders[:i]):
+                clear = getattr(holder, "clear_vision_cache", None)
+                if callable(clear):
+                    clear()
+        try:
+            self._vision_owner = weakref.ref(video)
+        except TypeError:  # a Video type without weak references: claim nothing, clear every call
+            self._vision_owner = None
 
     def _device(self) -> str:
         for part in (self.reasoner, self.segmenter, self.propagator):
