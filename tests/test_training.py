@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from videoseg_r1.rewards import REWARD_FUNCS, TOTAL_REWARD_NAME, LENGTH_SCALE_NAME
-from videoseg_r1.training.job import LoraSettings, TrainJobConfig, load_job_config
+from videoseg_r1.training.job import LORA_LR_FACTOR, LoraSettings, TrainJobConfig, load_job_config
 from videoseg_r1.training.samples import SampleConfig
 
 SMALL = dict(model_input_size=56, context_frame_size=56, num_key_frames=1, num_reference_frames=1)
@@ -114,6 +114,35 @@ def test_grpo_lora_and_sft_steps(tiny_model, tiny_trainer, samples, tmp_path):
     assert _changed(_params(tiny_model), _params(tmp_path / "sft" / "final"))
 
 
+def test_lora_job_files_use_a_lora_learning_rate():
+    """LoRA's best lr is about 10x full fine-tuning's (issue 15 item 13): each LoRA job file's lr is
+    LORA_LR_FACTOR x the lr of its full-fine-tuning counterpart, at the alpha the rule was measured with."""
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    full = {"grpo": load_job_config(configs / "grpo_7b_8gpu_zero3.yaml"),
+            "sft": load_job_config(configs / "sft_7b_8gpu_zero3.yaml")}
+    assert not full["grpo"].lora.enabled and not full["sft"].lora.enabled
+    assert full["grpo"].trainer["learning_rate"] == 1e-6  # the paper's (full fine-tuning)
+    lora_files = sorted(p for p in configs.glob("*.yaml") if load_job_config(p).lora.enabled)
+    assert {p.name for p in lora_files} >= {"grpo_7b_1gpu_lora.yaml", "grpo_3b_1gpu_lora.yaml", "sft_7b_1gpu_lora.yaml"}
+    for path in lora_files:
+        cfg = load_job_config(path)
+        expected = full[cfg.mode].trainer["learning_rate"] * LORA_LR_FACTOR
+        assert cfg.trainer["learning_rate"] == pytest.approx(expected), path.name
+        assert 1e-5 <= cfg.trainer["learning_rate"] <= 2e-4 and cfg.lora.alpha == 32, path.name
+
+
+def test_default_learning_rate_of_a_lora_job_is_the_lora_one():
+    from videoseg_r1.config import GRPO_LR
+    from videoseg_r1.training.job import SFT_LR, trainer_defaults
+
+    full, lora = TrainJobConfig(), TrainJobConfig(lora=LoraSettings(enabled=True))
+    assert trainer_defaults(full, False, 8, 8, GRPO_LR)["learning_rate"] == GRPO_LR
+    assert trainer_defaults(lora, False, 8, 8, GRPO_LR)["learning_rate"] == pytest.approx(1e-5)
+    assert trainer_defaults(lora, False, 1, 16, SFT_LR)["learning_rate"] == pytest.approx(1e-4)
+
+
 def test_train_cli_and_configs(tiny_model, samples, tmp_path):
     from pathlib import Path
 
@@ -132,7 +161,8 @@ def test_train_cli_and_configs(tiny_model, samples, tmp_path):
         assert set(cfg.trainer) <= fields, path.name
         if cfg.mode == "grpo" and not any(w in path.name for w in ("tiny", "small")):  # the paper configs
             assert (cfg.prompts_per_step, cfg.num_generations) == (16, 8)
-            assert cfg.trainer["learning_rate"] == 1e-6 and cfg.trainer["beta"] == 0.01
+            lr = 1e-6 * (LORA_LR_FACTOR if cfg.lora.enabled else 1.0)  # LoRA: 10x the paper's 1e-6
+            assert cfg.trainer["learning_rate"] == pytest.approx(lr) and cfg.trainer["beta"] == 0.01
     job = tmp_path / "job.yaml"
     job.write_text(
         "mode: grpo\nprompts_per_step: 1\nnum_generations: 4\n"
