@@ -166,8 +166,8 @@ def main(argv=None) -> int:
     # ---- one HTFS call + the reasoning step (cold vision cache)
     sampled, htfs_s = timed(lambda: sample_frames(video, "the dog that jumps first", reasoner, scfg))
     for rnd in sampled.rounds:
-        name = f"HTFS {rnd['stage']}" + (f" round {rnd['round']}" if "round" in rnd else "")
-        rows.append(row(name, rnd["seconds"], rnd["timing"], f"K={args.k}"))
+        name = f"HTFS {rnd.stage}" + (f" round {rnd.round}" if rnd.stage == "interval" else "")
+        rows.append(row(name, rnd.seconds, rnd.timing, f"K={args.k}"))
     rows.append(row("HTFS total", htfs_s, None, "; ".join(sampled.fallbacks)))
     res, reason_s = timed(lambda: reason(video, sampled, "the dog that jumps first", reasoner))
     rows.append(row("reasoning step", reason_s, res.timing,

@@ -153,10 +153,10 @@ def test_htfs_and_reasoning_step_on_tiny_model(reasoner):
     sampled = sample_frames(video, "the dog", reasoner, cfg)
     assert 0 <= sampled.key_segment[0] <= sampled.target_frame_idx <= sampled.key_segment[1] < 30
     interval = sampled.rounds[0]
-    assert len(interval["answers"]) == cfg.num_interval_samples
+    assert len(interval.answers) == cfg.num_interval_samples
     if sampled.key_segment == (0, 29):  # a random model gives no valid interval -> whole video
         # the position step shows the same frames as round 1: nothing re-encoded
-        assert sampled.rounds[-1]["timing"]["vision_units_computed"] == 0
+        assert sampled.rounds[-1].timing["vision_units_computed"] == 0
     res = reason(video, sampled, "the dog", reasoner,
                  ReasonerConfig(model_input_size=84, context_frame_size=56, max_new_tokens=6))
     assert res.num_tokens > 0 and isinstance(res.text, str)
@@ -238,3 +238,22 @@ def test_grouped_vision_attention_equals_per_chunk_sdpa(tiny_path, frames):
         assert torch.allclose(a, b, atol=1e-5)
     r2 = Reasoner.from_pretrained(tiny_path)
     assert r2.model.model.visual.config._attn_implementation == va.ATTN_NAME
+
+
+@pytest.mark.parametrize("fps", [0.5, 1.0, 2.0])
+def test_video_clock_is_the_frames_shown(reasoner, frames, fps):
+    # transformers falls back to 24 fps without metadata: second_per_grid_ts would be 2 / 24 whatever
+    # the clip; the processor must get the shown frames' own rate (temporal patch / fps)
+    ts = [5.0 + i / fps for i in range(len(frames))]
+    inputs, _, _ = reasoner.prepare("q", frames, as_video=True, timestamps_s=ts, frame_size_hw=SIZE)
+    assert inputs["second_per_grid_ts"].tolist() == pytest.approx([reasoner.temporal_patch_size / fps])
+    # the temporal position ids then step by second_per_grid_ts * tokens_per_second per grid
+    position_ids, _ = reasoner.model.model.get_rope_index(
+        inputs["input_ids"], inputs["mm_token_type_ids"], None, inputs["video_grid_thw"],
+        inputs["second_per_grid_ts"], attention_mask=inputs["attention_mask"])
+    vid = inputs["input_ids"][0] == reasoner.model.config.video_token_id
+    t_ids = sorted(set(position_ids[0, 0, vid].tolist()))
+    steps = {round(b - a, 4) for a, b in zip(t_ids, t_ids[1:])}
+    per_s = reasoner.model.config.vision_config.tokens_per_second
+    assert len(t_ids) == len(frames) // 2
+    assert len(steps) == 1 and steps.pop() == pytest.approx(reasoner.temporal_patch_size / fps * per_s, abs=1)

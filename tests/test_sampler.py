@@ -11,6 +11,9 @@ from videoseg_r1.reasoning.sampler import (
     FALLBACK_NO_INTERVAL_WHOLE_VIDEO,
     FALLBACK_NO_POSITION_MIDDLE,
     FrameSampler,
+    IntervalRound,
+    PositionRound,
+    context_frame_indices,
     reference_frame_indices,
     sample_frames,
     uniform_indices,
@@ -38,9 +41,9 @@ def test_averaging_of_valid_intervals():
     assert out.key_segment == (23, 43)
     assert out.target_frame_idx == 23 + int(21 * 0.5)
     rnd = out.rounds[0]
-    assert rnd["stage"] == "interval" and rnd["num_valid"] == 3 and rnd["stop_reason"] == "compressed"
-    assert [a["error"] is None for a in rnd["answers"]] == [True, True, True, False, False]
-    assert rnd["answers"][0]["frame_span"] == [20, 40]
+    assert rnd.stage == "interval" and rnd.num_valid == 3 and rnd.stop_reason == "compressed"
+    assert [a.error is None for a in rnd.answers] == [True, True, True, False, False]
+    assert rnd.answers[0].frame_span == [20, 40]
     assert out.fallbacks == []
     # one batched call per stage, K and the position sample count as configured
     assert [c.num_samples for c in r.calls] == [5, 5]
@@ -52,20 +55,20 @@ def test_averaging_of_valid_intervals():
 def test_compression_rounds_until_short_enough():
     r = ScriptedReasoner([["[0, 8]"], ["[1, 3]"], ["0.0"]])
     out = sample_frames(make_video(), "q", r)
-    stages = [x["stage"] for x in out.rounds]
+    stages = [x.stage for x in out.rounds]
     assert stages == ["interval", "interval", "position"]
-    assert out.rounds[0]["key_segment"] == [0, 80]  # 81 frames > 0.5 * 100 -> compress
-    assert out.rounds[1]["segment"] == [0, 80]
+    assert out.rounds[0].key_segment == [0, 80]  # 81 frames > 0.5 * 100 -> compress
+    assert out.rounds[1].segment == [0, 80]
     assert max(r.calls[1].frame_keys) <= 80  # round 2 only shows the key segment
     assert out.key_segment == (10, 30) and out.target_frame_idx == 10
-    assert out.rounds[1]["stop_reason"] == "compressed"
+    assert out.rounds[1].stop_reason == "compressed"
 
 
 def test_round_limit():
     r = ScriptedReasoner(lambda call: ["[0, 9.9]"] if "time interval" in call.text else ["0.5"])
     out = sample_frames(make_video(), "q", r, SamplerConfig(max_rounds=3))
     assert len(interval_calls(r)) == 3
-    assert out.rounds[2]["stop_reason"] == "max_rounds"
+    assert out.rounds[2].stop_reason == "max_rounds"
     assert out.key_segment == (0, 99) and out.fallbacks == []
     one = ScriptedReasoner(lambda call: ["[0, 9.9]"] if "time interval" in call.text else ["0.5"])
     sample_frames(make_video(), "q", one, SamplerConfig(max_rounds=1))
@@ -77,8 +80,8 @@ def test_top_m_by_log_likelihood():
     r = ScriptedReasoner([["[2, 4]"], position])
     out = sample_frames(make_video(), "q", r, SamplerConfig(top_m=3))
     rec = out.rounds[-1]
-    assert rec["top_m_indices"] == [0, 2, 3]
-    assert rec["p_mean"] == pytest.approx(0.7)
+    assert rec.top_m_indices == [0, 2, 3]
+    assert rec.p_mean == pytest.approx(0.7)
     assert out.target_frame_idx == 20 + int(np.floor(21 * 0.7))
     r1 = ScriptedReasoner([["[2, 4]"], position])
     assert sample_frames(make_video(), "q", r1, SamplerConfig(top_m=1)).target_frame_idx == 20 + int(21 * 0.9)
@@ -89,8 +92,8 @@ def test_fallback_no_valid_interval_whole_video():
     out = sample_frames(make_video(), "q", r, SamplerConfig(num_interval_samples=3))
     assert out.key_segment == (0, 99)
     assert out.fallbacks == [f"{FALLBACK_NO_INTERVAL_WHOLE_VIDEO} (round 1)"]
-    assert out.rounds[0]["fallback"] == FALLBACK_NO_INTERVAL_WHOLE_VIDEO
-    assert out.rounds[0]["stop_reason"] == "fallback"
+    assert out.rounds[0].fallback == FALLBACK_NO_INTERVAL_WHOLE_VIDEO
+    assert out.rounds[0].stop_reason == "fallback"
     assert len(interval_calls(r)) == 1  # no compression after a fallback
 
 
@@ -106,30 +109,90 @@ def test_fallback_no_valid_position_middle_frame():
     out = sample_frames(make_video(), "q", r)
     assert out.target_frame_idx == (20 + 40) // 2
     assert FALLBACK_NO_POSITION_MIDDLE in out.fallbacks
-    assert out.rounds[-1]["fallback"] == FALLBACK_NO_POSITION_MIDDLE
+    assert out.rounds[-1].fallback == FALLBACK_NO_POSITION_MIDDLE
 
 
 def test_out_of_range_answers():
     # fully outside the 10 s video -> invalid; partially outside -> clamped to the last frame
     r = ScriptedReasoner([["[50, 60]", "[8, 30]"], ["1.0"]], )
     out = sample_frames(make_video(), "q", r, SamplerConfig(num_interval_samples=2))
-    answers = out.rounds[0]["answers"]
-    assert answers[0]["error"] == "interval outside the video"
-    assert answers[1]["frame_span"] == [80, 99]
+    answers = out.rounds[0].answers
+    assert answers[0].error == "interval outside the video"
+    assert answers[1].frame_span == [80, 99]
     assert out.key_segment == (80, 99)
     assert out.target_frame_idx == 99  # p = 1.0 -> s + T_key, clamped to e
     # round 2 answers outside the current segment are invalid
     r2 = ScriptedReasoner([["[0, 8]"], ["[9, 9.9]", "[1, 2]"], ["0.5"]])
     out2 = sample_frames(make_video(), "q", r2, SamplerConfig(num_interval_samples=2))
-    assert "outside segment" in out2.rounds[1]["answers"][0]["error"]
+    assert "outside segment" in out2.rounds[1].answers[0].error
     assert out2.key_segment == (10, 20)
 
 
-def test_frame_unit_answers_and_seconds_mapping():
+def test_frame_unit_answers_count_the_frames_shown():
     r = ScriptedReasoner([["frames 10 to 30"], ["50%"]])
+    out = sample_frames(make_video(), "q", r, SamplerConfig(max_rounds=1))
+    shown = uniform_indices(0, 99, 32)  # frame n of the answer is the n-th frame shown (from 1)
+    assert out.key_segment == (shown[9], shown[29]) == (29, 93)
+    assert out.target_frame_idx == 29 + int(65 * 0.5)
+    # in a later round the numbers count that round's frames, not the video's
+    r2 = ScriptedReasoner([["[0, 8]"], ["frames 1 to 3"], ["0.5"]])
+    out2 = sample_frames(make_video(), "q", r2, SamplerConfig(max_frames_shown=9))
+    assert out2.rounds[1].shown_frame_indices == [0, 10, 20, 30, 40, 50, 60, 70, 80]
+    assert out2.key_segment == (0, 20)
+
+
+def _clock_reasoner(answer):
+    """Interval answers from ``answer(call)``; position 0.5."""
+    return ScriptedReasoner(lambda call: [answer(call)] if "time interval" in call.text else ["0.5"])
+
+
+def test_later_rounds_speak_clip_time():
+    # round 1 -> frames 50..99 (5.0-9.9 s); round 2 shows that clip on its own clock from 0 s
+    def relative(call):  # the object is at 6-7 s of the video; answers on the clock it was shown
+        if call.frame_keys[0] == 0:
+            return "[5, 9.9]"
+        clip_zero = call.frame_keys[0] / 10 - call.timestamps_s[0]  # video time of the clock's 0 s
+        return f"[{6 - clip_zero:.1f}, {7 - clip_zero:.1f}]"
+
+    r = _clock_reasoner(relative)
+    out = sample_frames(make_video(), "q", r, SamplerConfig(delta=0.2, max_rounds=2))
+    second = interval_calls(r)[1]
+    assert second.frame_keys[0] == 50 and second.timestamps_s[0] == 0.0
+    assert second.timestamps_s[-1] == pytest.approx(4.9) and "from 0.00 s to 4.90 s" in second.text
+    assert out.rounds[1].clip_start_s == pytest.approx(5.0)
+    assert out.rounds[1].answers[0].parsed == {"start": 1.0, "end": 2.0, "unit": "seconds"}
+    assert out.key_segment == (60, 70) and out.fallbacks == []
+    # a reasoner that answers in video time against a clip-time prompt is not silently misplaced:
+    # 6-7 s of a clip that starts at 5 s lies past the video's end, which the trace records
+    absolute = _clock_reasoner(lambda call: "[5, 9.9]" if call.frame_keys[0] == 0 else "[6, 7]")
+    out = sample_frames(make_video(), "q", absolute, SamplerConfig(delta=0.2, max_rounds=2))
+    assert out.rounds[1].answers[0].error == "interval outside the video"
+    assert out.key_segment == (50, 99) and out.fallbacks == [f"{FALLBACK_NO_INTERVAL_KEEP_SEGMENT} (round 2)"]
+
+
+def test_rounds_are_typed_and_serialise():
+    r = ScriptedReasoner([["[2, 4]"], ["0.5"]])
     out = sample_frames(make_video(), "q", r)
-    assert out.key_segment == (10, 30)
-    assert out.target_frame_idx == 10 + int(21 * 0.5)
+    assert isinstance(out.rounds[0], IntervalRound) and isinstance(out.rounds[1], PositionRound)
+    as_dict = out.to_dict()["rounds"]
+    assert as_dict[0]["stage"] == "interval" and as_dict[0]["answers"][0]["frame_span"] == [20, 40]
+    assert as_dict[1]["stage"] == "position" and as_dict[1]["target_frame_idx"] == out.target_frame_idx
+
+
+def test_training_and_inference_share_the_context_frames():
+    from videoseg_r1.training.samples import context_frame_indices as training_context
+
+    # few frames outside the key segment: references from outside first, topped up from inside
+    for n, seg, target in [(20, (1, 17), 9), (12, (0, 11), 3), (40, (5, 30), 30), (6, (2, 3), 2)]:
+        key, refs = context_frame_indices(n, seg, target, 2, 4)
+        assert training_context(n, seg, target, 2, 4) == (key, refs)
+        assert target not in key + refs and len(set(key + refs)) == len(key + refs)
+        outside = [i for i in range(n) if i < seg[0] or i > seg[1]]
+        assert set(refs) >= set(outside[:4]) or len(outside) > 4
+    r = ScriptedReasoner([["[0.1, 1.7]"], ["0.5"]])
+    out = sample_frames(make_video(20), "q", r, SamplerConfig(num_key_frames=2, num_reference_frames=4, max_rounds=1))
+    key, refs = context_frame_indices(20, out.key_segment, out.target_frame_idx, 2, 4)
+    assert (out.key_frame_indices, out.reference_frame_indices) == (key, refs)
 
 
 def test_key_and_reference_frames():

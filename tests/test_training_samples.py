@@ -168,9 +168,10 @@ def test_difficulty_file_overrides(synthetic_root, tmp_path):
 
 def test_htfs_samples_are_the_sampler_prompts_and_their_answers_parse_back(synthetic_root):
     from videoseg_r1.data.registry import get_reader
-    from videoseg_r1.reasoning.parsing import parse_interval, parse_position
-    from videoseg_r1.reasoning.reasoner import Reasoner, render_template
-    from videoseg_r1.reasoning.sampler import uniform_indices
+    from videoseg_r1.config import SamplerConfig
+    from videoseg_r1.reasoning.parsing import parse_position
+    from videoseg_r1.reasoning.reasoner import Reasoner, ScriptedReasoner
+    from videoseg_r1.reasoning.sampler import FrameSampler, HTFSAnswer, uniform_indices
     from videoseg_r1.training.sft import to_sft_dataset
 
     reader = get_reader("synthetic", synthetic_root, "train")
@@ -191,17 +192,21 @@ def test_htfs_samples_are_the_sampler_prompts_and_their_answers_parse_back(synth
         shown = row["frame_indices"]
         a, b = shown[0], shown[-1]
         assert shown == uniform_indices(a, b, 4) and all(im.size == (28, 28) for im in row["images"])
-        # the prompt is what the sampler sends with as_video=False
-        text = render_template(row["task"], query=expr.text, num_frames=len(shown), start_s=float(ts[a]),
-                               end_s=float(ts[b]))
-        expected = Reasoner.build_messages(None, text, len(shown), False, [float(ts[i]) for i in shown])
+        # the prompt is what HTFS sends on that segment with as_video=False (clip time axis)
+        sampler = FrameSampler(ScriptedReasoner(lambda call: ["x"]),
+                               SamplerConfig(max_frames_shown=4, frame_size=28, as_video=False))
+        sent, start, _, _ = sampler._ask(video, row["task"], expr.text, (a, b), 1, 8, np.asarray(ts))
+        call = sampler.reasoner.calls[-1]
+        assert sent == shown and call.timestamps_s[0] == 0.0
+        expected = Reasoner.build_messages(None, call.text, call.num_frames, False, call.timestamps_s)
         got = [{"role": m["role"], "content": [{k: v for k, v in c.items() if v is not None} for c in m["content"]]}
                for m in row["prompt"]]
         assert got == expected
-        if row["task"] == "interval":
+        if row["task"] == "interval":  # and HTFS reads the answer as the key segment
             assert a <= s and e <= b
-            span = parse_interval(row["answer"]).to_frame_span(num_frames=len(ts), timestamps_s=ts)
-            assert tuple(span) == (s, e)
+            span, error = FrameSampler._interval_span(row["answer"], HTFSAnswer("", 0.0, 0), (a, b), shown, start,
+                                                      np.asarray(ts))
+            assert error is None and tuple(span) == (s, e)
         else:
             assert (a, b) == (s, e)
             p = parse_position(row["answer"]).value_norm

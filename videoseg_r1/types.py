@@ -38,7 +38,8 @@ class ObjectPrompt:
 class SampledFrames:
     """What HTFS chose (all frame indices into the full video, 0-based).
 
-    ``key_segment`` is inclusive [start, end]; ``target_frame_idx`` lies inside it.
+    ``key_segment`` is inclusive [start, end]; ``target_frame_idx`` lies inside it. ``rounds``:
+    HTFS's records (``reasoning.sampler.IntervalRound`` / ``PositionRound``), dicts in ``to_dict()``.
     """
 
     num_frames: int
@@ -47,7 +48,7 @@ class SampledFrames:
     key_frame_indices: list[int]
     reference_frame_indices: list[int]
     fallbacks: list[str] = field(default_factory=list)
-    rounds: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -512,14 +512,27 @@ class ParsedInterval:
         return self.error is None and self.start is not None
 
     def to_frame_span(self, fps: float | None = None, num_frames: int | None = None,
-                      timestamps_s: Sequence[float] | None = None) -> tuple[int, int] | None:
+                      timestamps_s: Sequence[float] | None = None,
+                      shown_indices: Sequence[int] | None = None) -> tuple[int, int] | None:
         """Inclusive frame-index span, clamped to the video; None if invalid or out of range.
 
         Seconds map through ``timestamps_s`` (nearest frame, when given) or ``round(t * fps)``.
+        Frames: with ``shown_indices`` (the video frames the model was shown, in order) a frame
+        number counts the shown frames from 1 (0 is read as the first) and maps to its video index;
+        without, it is a video frame index.
+
+        >>> parse_interval("frames 3 to 5").to_frame_span(num_frames=100, shown_indices=[10, 20, 30, 40, 50])
+        (30, 50)
         """
         if not self.ok:
             return None
-        if self.unit == "frames":
+        if self.unit == "frames" and shown_indices is not None:
+            shown = [int(i) for i in shown_indices]
+            a = max(int(math.floor(self.start)), 1)
+            if not shown or a > len(shown):
+                return None
+            a, b = shown[a - 1], shown[min(max(int(math.ceil(self.end)), 1), len(shown)) - 1]
+        elif self.unit == "frames":
             a, b = int(math.floor(self.start)), int(math.ceil(self.end))
         elif timestamps_s is not None and len(timestamps_s) > 0:
             a, b = _nearest_index(timestamps_s, self.start), _nearest_index(timestamps_s, self.end)

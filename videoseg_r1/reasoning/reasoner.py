@@ -249,6 +249,31 @@ class ScriptedReasoner(ReasonerBase):
 # ============================================================== the real model
 
 
+def shown_fps(num_frames: int, timestamps_s: Sequence[float] | None) -> float:
+    """Frames per second of the frames shown: (n - 1) / (last - first timestamp); 1.0 without times.
+
+    >>> shown_fps(16, [10 + 0.5 * i for i in range(16)]), shown_fps(3, None), shown_fps(1, [4.0])
+    (2.0, 1.0, 1.0)
+    """
+    ts = [float(t) for t in timestamps_s] if timestamps_s is not None else []
+    if num_frames > 1 and len(ts) == num_frames and ts[-1] > ts[0]:
+        return (num_frames - 1) / (ts[-1] - ts[0])
+    return 1.0
+
+
+def shown_video_metadata(num_frames: int, timestamps_s: Sequence[float] | None) -> dict[str, Any]:
+    """``VideoMetadata`` of the clip the processor gets: exactly the frames shown, at their own rate.
+
+    The processor takes the video clock from this (Qwen2.5-VL: ``second_per_grid_ts =
+    temporal_patch_size / sampled_fps``, the temporal position ids; Qwen3-VL: its timestamp text):
+    without it transformers falls back to 24 fps whatever the clip. The clip's own time axis starts
+    at 0 at its first frame, as the HTFS prompts state (``sampler.clip_time_axis``).
+    """
+    fps = shown_fps(num_frames, timestamps_s)
+    return {"total_num_frames": int(num_frames), "fps": float(fps), "frames_indices": list(range(num_frames)),
+            "duration": num_frames / fps}
+
+
 def _frame_hash(frame: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).hexdigest()
 
@@ -498,13 +523,9 @@ class Reasoner(ReasonerBase):
             areas = [h * w for h, w in sizes]
             pixels = {"shortest_edge": min(areas), "longest_edge": max(areas)}
             if as_video:
-                ts = list(timestamps_s) if timestamps_s is not None else None
-                fps = 1.0
-                if ts and len(ts) > 1 and ts[-1] > ts[0]:
-                    fps = (len(ts) - 1) / (ts[-1] - ts[0])
                 kwargs["videos"] = [np.stack(frames)]
-                kwargs["videos_kwargs"] = {"size": pixels, "fps": fps, "do_sample_frames": False,
-                                           "cap_pixels_per_frame": False}
+                kwargs["videos_kwargs"] = {"size": pixels, "do_sample_frames": False, "cap_pixels_per_frame": False,
+                                           "video_metadata": [shown_video_metadata(len(frames), timestamps_s)]}
             else:
                 kwargs["images"] = frames
                 kwargs["images_kwargs"] = {"size": pixels}

@@ -331,26 +331,13 @@ def key_segment_around(target: int, any_visible: np.ndarray, fraction: float) ->
     return lo, hi
 
 
-def spread(indices: Sequence[int], count: int) -> list[int]:
-    """``count`` indices spread uniformly over the sorted ``indices`` (all of them if fewer)."""
-    indices = sorted(set(int(i) for i in indices))
-    if count <= 0 or not indices:
-        return []
-    if len(indices) <= count:
-        return indices
-    pos = np.linspace(0, len(indices) - 1, num=count)
-    return sorted({indices[int(round(p))] for p in pos})
-
-
 def context_frame_indices(num_frames: int, key_segment: tuple[int, int], target: int,
                           num_key: int, num_reference: int) -> tuple[list[int], list[int]]:
-    """(key-segment frames without the target, reference frames outside the key segment if possible)."""
-    s, e = key_segment
-    key = spread([i for i in range(s, e + 1) if i != target], num_key)
-    outside = [i for i in range(num_frames) if i < s or i > e]
-    pool = outside if len(outside) >= num_reference else [i for i in range(num_frames) if i != target and i not in key]
-    reference = spread(pool, num_reference)
-    return key, reference
+    """(key-segment frames without the target, reference frames): the function HTFS uses at inference
+    (``reasoning.sampler.context_frame_indices``), so a sample shows what inference will show."""
+    from videoseg_r1.reasoning.sampler import context_frame_indices as inference_context
+
+    return inference_context(num_frames, key_segment, target, num_key, num_reference)
 
 
 # ============================================================================ prompt
@@ -395,10 +382,13 @@ def htfs_samples(query: str, key_segment: tuple[int, int], target: int, timestam
     last = len(timestamps) - 1
     out = []
     if "interval" in config.tasks:
-        answer = f"<answer>[{float(timestamps[s]):.2f}, {float(timestamps[e]):.2f}]</answer>"
-        out.append(("interval", (0, last), answer))
+        segments = [(0, last)]
         if s > 0 or e < last:  # a later HTFS round: a segment around the key segment
-            out.append(("interval", (rng.randint(0, s), rng.randint(e, last)), answer))
+            segments.append((rng.randint(0, s), rng.randint(e, last)))
+        for a, b in segments:  # the answer in the clip's own time (0 s at its first frame), as HTFS asks
+            t0 = float(timestamps[a])
+            answer = f"<answer>[{float(timestamps[s]) - t0:.2f}, {float(timestamps[e]) - t0:.2f}]</answer>"
+            out.append(("interval", (a, b), answer))
     if "position" in config.tasks:
         t_key = e - s + 1
         p = (target - s + 0.5) / t_key  # the middle of the target's slot: floor(t_key * p) = target - s
@@ -463,8 +453,7 @@ def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, r
     """The samples of one expression: per target frame (``config.samples_per_expression`` of them)
     one sample per task of ``config.tasks``."""
     from videoseg_r1.masks import rle_encode
-    from videoseg_r1.reasoning.reasoner import render_template
-    from videoseg_r1.reasoning.sampler import uniform_indices
+    from videoseg_r1.reasoning.sampler import clip_time_axis, htfs_prompt_text, uniform_indices
 
     report = report or BuildReport()
     if not getattr(expr, "text", "").strip():
@@ -527,11 +516,10 @@ def sample_from_expression(reader, expr, benchmark: str, config: SampleConfig, r
             })
         for task, (a, b), answer in htfs_samples(expr.text, key_segment, target, timestamps, config, rng):
             shown = uniform_indices(a, b, config.htfs_max_frames_shown)
-            text = render_template(task, query=expr.text, num_frames=len(shown),
-                                   start_s=float(timestamps[a]), end_s=float(timestamps[b]))
+            _, clip_times = clip_time_axis(timestamps, shown)
             hs = config.htfs_frame_size
             rows.append({
-                "prompt": image_prompt(text, [float(timestamps[i]) for i in shown]),
+                "prompt": image_prompt(htfs_prompt_text(task, expr.text, clip_times), clip_times),
                 "images": frame_images(video, shown, hs),
                 "solution": "[]", "neg_points": "[]", "gt_mask_rle": "", "frame_size": [hs, hs],
                 **common,
