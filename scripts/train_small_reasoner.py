@@ -561,18 +561,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def ship_model(final: Path, dest: Path) -> Path:
     """``final`` (a float32 reasoner folder) re-saved to ``dest`` in bf16, shards under ``SHARD_SIZE``,
-    with its processor and tokenizer; a folder ``Reasoner.from_pretrained`` loads."""
+    with its processor, tokenizer and inference settings (``videoseg_r1.json``); a folder
+    ``Reasoner.from_pretrained`` loads. The shipped folder records no separate stage-1 model: the
+    base it was trained from is not shipped, and the small reasoner learned the HTFS prompts itself
+    (its SFT tasks), so it answers them (models/README.md)."""
     import shutil
 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from videoseg_r1.model_settings import read_model_settings, write_model_settings
     from videoseg_r1.training.job import save_for_inference
 
     model = AutoModelForImageTextToText.from_pretrained(final, dtype=torch.bfloat16)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     save_for_inference(model, AutoProcessor.from_pretrained(final), tmp, max_shard_size=SHARD_SIZE)
+    settings = read_model_settings(final)
+    if settings:
+        write_model_settings(tmp, {**settings, "base_model": None})
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

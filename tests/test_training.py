@@ -7,6 +7,7 @@ every other token): eight-token completions such as "a.a.aa.a" then differ in re
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,6 +85,14 @@ def test_grpo_steps_log_rewards_change_parameters_and_resume(tiny_model, tiny_tr
     assert any(k.startswith(("model.layers", "model.language_model", "lm_head")) for k in changed)
     assert not any("visual" in k for k in changed)  # frozen vision tower
     Reasoner.from_pretrained(out / "final")  # the trained folder loads directly
+    # its settings: the sample layout it learned and the frozen stage-1 model (its start), followed
+    # back through a chain of stages
+    from videoseg_r1.model_settings import read_model_settings, root_base_model, stage_one_model
+
+    settings = read_model_settings(out / "final")
+    assert settings["reasoner"]["model_input_size"] == cfg.data.samples.model_input_size
+    assert stage_one_model(str(out / "final"), "") == str(Path(tiny_model).resolve())
+    assert root_base_model(str(out / "final")) == str(Path(tiny_model).resolve())
 
     # resume: continues from checkpoint-2 up to step 3
     cfg.trainer["max_steps"] = 3

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from videoseg_r1.config import PipelineConfig, load_config
+from videoseg_r1.model_settings import apply_model_settings
 from videoseg_r1.presets import MODELS_ENV, PRESETS
 
 
@@ -19,6 +20,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="named set of models + settings, e.g. synthetic-small (models/<preset>/ in the checkout "
                    f"or under ${MODELS_ENV}); flags below override it")
     g.add_argument("--reasoner", help="reasoning model: hub id or local folder (default Qwen/Qwen2.5-VL-7B-Instruct)")
+    g.add_argument("--sampler-model", help="frozen stage-1 (HTFS) model: hub id or folder; 'reasoner' = the "
+                   "reasoner itself (default: the base the reasoner was trained from, as its folder records)")
     g.add_argument("--sam2", help="SAM2 model: hub id or folder (default facebook/sam2.1-hiera-large)")
     g.add_argument("--xmem", help="XMem checkpoint: path or URL of XMem.pth (default: the official release)")
     g.add_argument("--propagator", choices=["xmem", "sam2_video"], help="mask propagation backend (default xmem)")
@@ -42,6 +45,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         cfg = preset_config(preset, skip=given)
     else:
         cfg = load_config(args.config) if getattr(args, "config", None) else PipelineConfig()
+    explicit = _config_file_keys(getattr(args, "config", None))
     r, s, pr = cfg.reasoner, cfg.segmenter, cfg.propagator
     if args.reasoner:
         r = dataclasses.replace(r, model=args.reasoner)
@@ -62,7 +66,24 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         value = getattr(args, name, None)
         if value:
             r, s, pr = (dataclasses.replace(x, **{name: value}) for x in (r, s, pr))
-    return dataclasses.replace(cfg, reasoner=r, segmenter=s, propagator=pr)
+    explicit |= {f"reasoner.{k}" for k in ("model_input_size",) if getattr(args, k, None)}
+    sampler = cfg.sampler
+    if getattr(args, "sampler_model", None):
+        sampler = dataclasses.replace(sampler, model=args.sampler_model)
+    cfg = dataclasses.replace(cfg, reasoner=r, sampler=sampler, segmenter=s, propagator=pr)
+    # the layout the reasoner was trained with, from its folder (model_settings): above the
+    # defaults and the preset, below the config file and the flags
+    return apply_model_settings(cfg, explicit)
+
+
+def _config_file_keys(path) -> set[str]:
+    """Dotted names of the fields a YAML config file sets (``reasoner.model_input_size``, ...)."""
+    if not path:
+        return set()
+    from videoseg_r1.config import yaml_load
+
+    data = yaml_load(Path(path).read_text()) or {}
+    return {f"{section}.{key}" for section, values in data.items() if isinstance(values, dict) for key in values}
 
 
 def frame_selector_from_args(args: argparse.Namespace):

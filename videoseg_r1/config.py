@@ -114,6 +114,9 @@ class SamplerConfig:
     num_key_frames: int = HTFS_NUM_KEY_FRAMES
     as_video: bool = True  # frames as one video (Qwen2.5-VL's video input) or as images, each after its
     #   timestamp (the layout a model fine-tuned with TRL's image column learned: the small shipped one)
+    model: str = ""  # the frozen stage-1 model that answers the HTFS prompts (SPEC §1): a hub id or folder;
+    #   "" = the base the reasoner was trained from (its folder's videoseg_r1.json), else the reasoner;
+    #   "reasoner" = the reasoner itself (model_settings.stage_one_model)
 
 
 @dataclass

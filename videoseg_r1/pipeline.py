@@ -120,7 +120,7 @@ class VideoSegR1Pipeline:
         if frame_selector is None:
             from videoseg_r1.reasoning.sampler import FrameSampler
 
-            frame_selector = FrameSampler(reasoner, config.sampler)
+            frame_selector = FrameSampler(stage_one_reasoner(reasoner, config), config.sampler)
         segmenter = components.get("segmenter")
         if segmenter is None:
             from videoseg_r1.segmentation.keyframe import KeyFrameSegmenter
@@ -250,6 +250,30 @@ def _original_size(video: Video) -> Video:
     view = copy.copy(video)
     view.short_side = None
     return view
+
+
+def stage_one_reasoner(reasoner, config: PipelineConfig):
+    """The model that answers HTFS's prompts (SPEC §1: a frozen video LLM), ``config.sampler.model``
+    resolved by ``model_settings.stage_one_model``: the reasoner itself when it is that model (one
+    copy of the weights); the reasoner with its LoRA adapter off when the stage-1 model is the
+    adapter's base (one copy, plus the adapter); else a second model, loaded with the reasoner's
+    device and dtype settings."""
+    from videoseg_r1.model_settings import same_model, stage_one_model
+
+    if reasoner is None or not hasattr(reasoner, "model"):  # none loaded, or a scripted stand-in
+        return reasoner
+    name = reasoner.config.model
+    wanted = stage_one_model(name, config.sampler.model)
+    if same_model(wanted, name):
+        return reasoner
+    base = reasoner.adapter_base()
+    if base is not None and same_model(wanted, base):
+        from videoseg_r1.reasoning.reasoner import AdapterDisabledReasoner
+
+        return AdapterDisabledReasoner(reasoner)
+    from videoseg_r1.reasoning.reasoner import Reasoner
+
+    return Reasoner.from_pretrained(wanted, reasoner.config)
 
 
 class _StageTimer:

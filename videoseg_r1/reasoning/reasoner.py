@@ -33,6 +33,7 @@ How one call runs (``Reasoner.generate``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -246,6 +247,27 @@ class ScriptedReasoner(ReasonerBase):
         return len(text.split())
 
 
+class AdapterDisabledReasoner(ReasonerBase):
+    """A ``Reasoner`` carrying a LoRA adapter, answering as its base model (the adapter off): HTFS's
+    frozen stage-1 model on the same weights. Its vision features are cached apart from the
+    reasoner's (an adapter may touch the vision tower)."""
+
+    def __init__(self, reasoner: "Reasoner"):
+        self.reasoner = reasoner
+        self.config = reasoner.config
+
+    def generate(self, text, frames=(), *, frame_keys=None, **kwargs) -> GenerationOutput:
+        keys = [("stage1", k) for k in frame_keys] if frame_keys is not None else [("stage1", _frame_hash(f)) for f in frames]
+        with self.reasoner.adapter_disabled():
+            return self.reasoner.generate(text, frames, frame_keys=keys, **kwargs)
+
+    def count_tokens(self, text: str) -> int:
+        return self.reasoner.count_tokens(text)
+
+    def clear_vision_cache(self) -> None:
+        self.reasoner.clear_vision_cache()
+
+
 # ============================================================== the real model
 
 
@@ -288,6 +310,27 @@ def _resize(frame: np.ndarray, size_hw: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(frame, (w, h), interpolation=interp)
 
 
+def _adapter_folder(model_id: str) -> tuple[Path, str] | None:
+    """(folder, base model) when ``model_id`` is a folder holding an unmerged peft LoRA adapter."""
+    folder = Path(model_id)
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        return None
+    import json
+
+    try:
+        base = json.loads(config.read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ReasonerLoadError(f"{config} does not name its base model (base_model_name_or_path)") from None
+    local = folder / base
+    return folder, str(local.resolve()) if not Path(base).is_absolute() and local.exists() else base
+
+
+def _has_processor(folder: Path) -> bool:
+    return any((folder / n).is_file() for n in ("processor_config.json", "preprocessor_config.json",
+                                                 "tokenizer_config.json"))
+
+
 def _offline_hint(model_id: str) -> str:
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
     where = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached"
@@ -308,6 +351,11 @@ class Reasoner(ReasonerBase):
     def __init__(self, model, processor, config: ReasonerConfig | None = None):
         import torch
 
+        # an unmerged LoRA (a peft PeftModel): run the wrapped model, whose layers carry the adapter,
+        # and keep the wrapper to switch the adapter off for the stage-1 model (adapter_disabled)
+        self._peft = model if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else None
+        if self._peft is not None:
+            model = model.get_base_model()
         self.model = model
         self.processor = processor
         self.config = config or ReasonerConfig(model=getattr(model, "name_or_path", "") or "in-memory")
@@ -368,11 +416,19 @@ class Reasoner(ReasonerBase):
         dtype = resolve_dtype(cfg.dtype, device)
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        adapter = _adapter_folder(model_id)
         try:
-            processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=cfg.trust_remote_code)
+            weights = adapter[1] if adapter else model_id
+            processor = AutoProcessor.from_pretrained(
+                model_id if adapter is None or _has_processor(adapter[0]) else weights,
+                trust_remote_code=cfg.trust_remote_code)
             model = AutoModelForImageTextToText.from_pretrained(
-                model_id, dtype=dtype, attn_implementation=cfg.attn_implementation,
+                weights, dtype=dtype, attn_implementation=cfg.attn_implementation,
                 device_map=cfg.device_map, trust_remote_code=cfg.trust_remote_code)
+            if adapter:  # an unmerged LoRA: the base's weights plus the adapter (HTFS runs with it off)
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(adapter[0]))
         except (OSError, ValueError) as exc:  # hub errors (offline, missing entry) are OSError subclasses
             msg = str(exc)
             if Path(model_id).is_dir() or not any(w in msg.lower() for w in (
@@ -384,6 +440,23 @@ class Reasoner(ReasonerBase):
             model = model.to(device)
         model.eval()
         return cls(model, processor, cfg)
+
+    # ---------------------------------------------------------------- stage 1 under an adapter
+    def adapter_base(self) -> str | None:
+        """The base model of the unmerged LoRA adapter this model carries (None without one)."""
+        if self._peft is None:
+            return None
+        return getattr(next(iter(self._peft.peft_config.values())), "base_model_name_or_path", None)
+
+    @contextlib.contextmanager
+    def adapter_disabled(self):
+        """The base model's answers: the LoRA adapter switched off for the duration (one copy of the
+        weights serves HTFS's frozen stage-1 model and the trained reasoner)."""
+        if self._peft is None:
+            yield
+            return
+        with self._peft.disable_adapter():
+            yield
 
     # ---------------------------------------------------------------- helpers
     def count_tokens(self, text: str) -> int:
@@ -587,6 +660,8 @@ class Reasoner(ReasonerBase):
         if mode not in ("auto", "static", "generate"):
             raise ValueError(f"ReasonerConfig.decode_engine must be 'auto', 'static' or 'generate', got {mode!r}")
         if mode == "generate" or (mode == "auto" and self.device.type != "cuda"):
+            return None
+        if self.adapter_base() is not None:  # unmerged LoRA layers: the engine reads the plain weights
             return None
         if self._engine is None:
             from videoseg_r1.reasoning.decode import DecodeEngine, UnsupportedModelError

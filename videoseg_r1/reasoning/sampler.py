@@ -40,7 +40,6 @@ no valid position -> the middle frame of the key segment.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -207,19 +206,12 @@ class FrameSampler:
         shown = uniform_indices(segment[0], segment[1], c.max_frames_shown)
         start, times = clip_time_axis(timestamps, shown)
         text = htfs_prompt_text(task, query, times)
-        with self._stage_one():
-            out = self.reasoner.generate(
-                text, video.get_frames(shown), as_video=c.as_video, timestamps_s=times, frame_keys=shown,
-                frame_size_hw=(c.frame_size, c.frame_size), num_samples=num_samples,
-                do_sample=num_samples > 1 or c.temperature > 0, temperature=c.temperature,
-                max_new_tokens=max_new_tokens)
+        out = self.reasoner.generate(
+            text, video.get_frames(shown), as_video=c.as_video, timestamps_s=times, frame_keys=shown,
+            frame_size_hw=(c.frame_size, c.frame_size), num_samples=num_samples,
+            do_sample=num_samples > 1 or c.temperature > 0, temperature=c.temperature,
+            max_new_tokens=max_new_tokens)
         return shown, start, text, out
-
-    def _stage_one(self):
-        """Context in which the reasoner answers as the frozen stage-1 model (an adapter it carries
-        switched off, see ``Reasoner.stage_one``); a no-op for other reasoners."""
-        stage_one = getattr(self.reasoner, "stage_one", None)
-        return stage_one() if stage_one is not None else contextlib.nullcontext()
 
     # ---------------------------------------------------------------- HTFS steps
     def interval_round(self, video, query: str, segment: tuple[int, int], rnd: int,

@@ -208,7 +208,7 @@ def run_grpo(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume:
     trainer = build_grpo_trainer(cfg, train_dataset, output_dir)
     trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
     if save_final:
-        export_final(trainer, trainer.processing_class, output_dir / FINAL_DIR)
+        export_final(trainer, trainer.processing_class, output_dir / FINAL_DIR, job_model_settings(cfg))
     return trainer
 
 
@@ -443,12 +443,28 @@ def rollout_group_size(prompt_ids, images, fields: dict, k: int) -> int:
     return k
 
 
-def export_final(trainer, processor, out_dir: str | Path) -> Path:
-    """Save the trained policy as a folder the ``Reasoner`` loads (LoRA merged into the weights).
+def job_model_settings(cfg: TrainJobConfig) -> dict:
+    """What the trained model's folder records (``model_settings``): the sample layout of the job,
+    whether it learned the HTFS prompts, and the frozen stage-1 model (the first model of the chain)."""
+    from videoseg_r1.model_settings import root_base_model, training_settings
+
+    samples = cfg.data.samples
+    if cfg.data.benchmark == "synthetic_stream":  # (the stream's own task weights rule there)
+        tasks = {k for k, w in (cfg.data.stream or {}).get("tasks", {}).items() if w}
+    else:
+        tasks = set(samples.tasks)
+    return training_settings(samples, root_base_model(cfg.model), htfs_tasks=bool(tasks & {"interval", "position"}))
+
+
+def export_final(trainer, processor, out_dir: str | Path, settings: dict | None = None) -> Path:
+    """Save the trained policy as a folder the ``Reasoner`` loads (LoRA merged into the weights),
+    with ``settings`` in its ``videoseg_r1.json`` (``model_settings``).
 
     Full fine-tuning goes through ``trainer.save_model`` (which gathers ZeRO-3 shards); LoRA
     adapters are merged on the main process.
     """
+    from videoseg_r1.model_settings import write_model_settings
+
     out_dir = Path(out_dir)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
@@ -462,5 +478,7 @@ def export_final(trainer, processor, out_dir: str | Path) -> Path:
             if getattr(gen, "suppress_tokens", None) is None:
                 gen.suppress_tokens = placeholder_token_ids(processor) or None
                 gen.save_pretrained(out_dir)
+    if settings is not None and trainer.accelerator.is_main_process:
+        write_model_settings(out_dir, settings)
     trainer.accelerator.wait_for_everyone()
     return out_dir

@@ -20,6 +20,7 @@ from videoseg_r1.training.grpo import (
     FINAL_DIR,
     LOG_FILE,
     export_final,
+    job_model_settings,
     jsonl_log_callback,
     time_limit_callbacks,
 )
@@ -124,5 +125,5 @@ def run_sft(cfg: TrainJobConfig, train_dataset, output_dir: str | Path, resume: 
     )
     trainer.train(resume_from_checkpoint=resolve_resume(resume, output_dir))
     if save_final:
-        export_final(trainer, processor, output_dir / FINAL_DIR)
+        export_final(trainer, processor, output_dir / FINAL_DIR, job_model_settings(cfg))
     return trainer
