@@ -231,7 +231,8 @@ def test_config_validation():
 def test_templates_render():
     text = render_template("interval", query="the cat", num_frames=3, start_s=0.0, end_s=2.5)
     assert '"the cat"' in text and "2.50 s" in text and "{" not in text
-    reasoning = render_template("reasoning", query="q", width=840, height=840, answer_example="[]")
+    reasoning = render_template("reasoning", query="q", frame_desc="840x840 pixels", coord_desc="pixels",
+                                answer_example="[]")
     assert "neg_point_2d" in reasoning and "bbox_2d" in reasoning and "point_2d" in reasoning
     difficulty = render_template("difficulty", query="q")
     for key in ("scene_complexity", "segmentation_challenge", "temporal_ambiguity",
@@ -294,3 +295,44 @@ def test_frames_as_images_when_configured():
     r = ScriptedReasoner([["[2.0, 4.0]"], ["0.5"]])
     sample_frames(make_video(), "the dog", r)
     assert [c.as_video for c in r.calls] == [True, True]
+
+
+@pytest.mark.parametrize("model_type, override, box", [
+    ("qwen2_5_vl", "auto", [0, 0, 420, 420]),  # pixels of the 840 px input frame
+    ("qwen2_vl", "auto", [0, 0, 500, 1000]),  # 0-1000 grid over the frame
+    ("qwen3_vl", "auto", [0, 0, 500, 1000]),
+    ("qwen3_vl", "absolute", [0, 0, 420, 840]),  # the config overrides the family
+])
+def test_coordinates_per_model_family(model_type, override, box):
+    video = make_video(10, h=420, w=1680)
+    answer = f'<think>x</think><answer>[{{"bbox_2d": {box}, "point_2d": [{box[2] // 2}, {box[3] // 2}]}}]</answer>'
+    r = ScriptedReasoner([[answer]], model_type=model_type)
+    res = reason(video, _sampled(), "the dog", r, ReasonerConfig(model="scripted", coordinates=override))
+    assert res.prompts[0].box_xyxy == (0.0, 0.0, 840.0, 419.0 if box[3] in (1000, 840) else 210.0)
+    normalized = model_type != "qwen2_5_vl" and override == "auto"
+    assert ("0 to 1000" in r.calls[0].text) == normalized and ("840x840 pixels" in r.calls[0].text) != normalized
+
+
+def test_prefilled_think_and_qwen3_timestamps():
+    from types import SimpleNamespace
+
+    from videoseg_r1.reasoning.reasoner import Reasoner
+
+    # Qwen3-VL's processor writes the timestamps itself: no line of ours in a video prompt
+    for model_type, ours in (("qwen3_vl", False), ("qwen2_5_vl", True)):
+        msgs = Reasoner.build_messages(SimpleNamespace(model_type=model_type), "q", 2, True, [0.0, 1.0])
+        assert ("Frame timestamps" in msgs[0]["content"][-1]["text"]) == ours
+    # a chat template that opens <think> itself: the answer is read as if the tag were written
+    video = make_video(10)
+    r = ScriptedReasoner([['the dog</think><answer>[{"bbox_2d": [1, 1, 5, 5], "point_2d": [2, 2]}]</answer>']])
+    r.generate = _with_prompt_suffix(r.generate, "<think>\n")
+    res = reason(video, _sampled(), "q", r, ReasonerConfig(model="scripted"))
+    assert res.think == "the dog" and res.error is None
+
+
+def _with_prompt_suffix(generate, suffix):
+    def wrapped(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        out.prompt = out.prompt + suffix
+        return out
+    return wrapped

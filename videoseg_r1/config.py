@@ -134,6 +134,8 @@ class ReasonerConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     decode_engine: str = "auto"  # "auto" | "generate" | "static" (fast engine on CUDA)
+    coordinates: str = "auto"  # how the answer's numbers are read: "absolute" (pixels of the model-input
+    #   frame: Qwen2.5-VL) or "normalized_1000" (Qwen2-VL, Qwen3-VL); "auto" picks by model_type
     grouped_vision_attention: bool = True  # one SDPA per window size in the vision tower (same math)
     trust_remote_code: bool = False
     vision_cache_units: int = REASONER_VISION_CACHE_UNITS  # LRU bound of the vision-feature cache

@@ -328,6 +328,31 @@ def parse_point(value: Any, frame_size_wh: tuple[int, int] | None = DEFAULT_MODE
 # ============================================================== coordinate mapping
 
 
+#: How a model family writes coordinates: Qwen2.5-VL in absolute pixels of its input frame;
+#: Qwen2-VL and Qwen3-VL on a 0-1000 grid over the frame, whatever its size.
+COORDINATE_CONVENTIONS = ("absolute", "normalized_1000")
+_NORMALIZED_MODEL_TYPES = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe")
+NORMALIZED_RANGE = 1000
+
+
+def coordinate_convention(model_type: str | None, override: str = "auto") -> str:
+    """``override`` unless "auto"; else the convention of ``model_type`` (absolute when unknown).
+
+    >>> coordinate_convention("qwen2_5_vl"), coordinate_convention("qwen3_vl"), coordinate_convention("qwen3_vl", "absolute")
+    ('absolute', 'normalized_1000', 'absolute')
+    """
+    if override != "auto":
+        if override not in COORDINATE_CONVENTIONS:
+            raise ValueError(f"coordinates must be 'auto' or one of {COORDINATE_CONVENTIONS}, got {override!r}")
+        return override
+    return "normalized_1000" if (model_type or "") in _NORMALIZED_MODEL_TYPES else "absolute"
+
+
+def answer_space_wh(convention: str, model_wh: tuple[int, int]) -> tuple[int, int]:
+    """The (W, H) the answer's numbers refer to: the model-input frame, or the 0-1000 grid."""
+    return (NORMALIZED_RANGE, NORMALIZED_RANGE) if convention == "normalized_1000" else tuple(model_wh)
+
+
 @dataclass(frozen=True)
 class CoordinateMap:
     """Per-axis scaling between model-input pixels and original-frame pixels.

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videoseg_r1.config import ReasonerConfig
-from videoseg_r1.reasoning.parsing import CoordinateMap, ParsedAnswer, parse_answer
+from videoseg_r1.reasoning.parsing import (
+    CoordinateMap,
+    ParsedAnswer,
+    answer_space_wh,
+    coordinate_convention,
+    parse_answer,
+)
 from videoseg_r1.reasoning.reasoner import GenerationTiming, ReasonerBase, render_template
 from videoseg_r1.types import ObjectPrompt, SampledFrames
 
@@ -62,6 +68,16 @@ class ReasoningResult:
                 "prompts": [p.to_dict() for p in self.prompts], "timing": vars(self.timing).copy()}
 
 
+def reasoning_prompt(query: str, width: int, height: int, convention: str = "absolute") -> str:
+    """The reasoning prompt for a ``width`` x ``height`` target frame, coordinates asked in the
+    model family's convention (``parsing.coordinate_convention``); training samples use it too."""
+    if convention == "normalized_1000":
+        frame, coords = "coordinates from 0 to 1000 along each axis", "coordinates normalised to 0-1000 over the target frame"
+    else:
+        frame, coords = f"{width}x{height} pixels", "pixel coordinates of the target frame"
+    return render_template("reasoning", query=query, frame_desc=frame, coord_desc=coords, answer_example=ANSWER_EXAMPLE)
+
+
 def prompts_from_answer(parsed: ParsedAnswer, cmap: CoordinateMap) -> list[ObjectPrompt]:
     """ParsedAnswer (model pixels) -> ObjectPrompts (original pixels): box, pos (1), neg (0)."""
     prompts = []
@@ -94,7 +110,8 @@ def reason(video, sampled: SampledFrames, query: str, reasoner: ReasonerBase,
     timestamps = video.timestamps()
     target_frame = video.get_frames([target])[0]
     height, width = target_frame.shape[:2]
-    text = render_template("reasoning", query=query, width=size, height=size, answer_example=ANSWER_EXAMPLE)
+    convention = coordinate_convention(getattr(reasoner, "model_type", ""), getattr(cfg, "coordinates", "auto"))
+    text = reasoning_prompt(query, size, size, convention)
     # Context frames (context size) then the target (model input size), all as images in one call.
     frames = [_resize_square(f, cfg.context_frame_size) for f in video.get_frames(context)] if context else []
     frames.append(_resize_square(target_frame, size))
@@ -107,8 +124,12 @@ def reason(video, sampled: SampledFrames, query: str, reasoner: ReasonerBase,
         temperature=cfg.temperature, top_p=cfg.top_p,
         max_new_tokens=max_new_tokens or cfg.max_new_tokens)
     sample = out.samples[0]
-    parsed = parse_answer(sample.text, frame_size_wh=(size, size))
-    cmap = CoordinateMap(model_wh=(size, size), original_wh=(width, height))
+    answer_text = sample.text
+    if (out.prompt or "").rstrip().endswith("<think>") and "<think>" not in answer_text:
+        answer_text = "<think>" + answer_text  # a chat template that opens the think block itself
+    space = answer_space_wh(convention, (size, size))
+    parsed = parse_answer(answer_text, frame_size_wh=(space[0] + 1, space[1] + 1) if convention != "absolute" else space)
+    cmap = CoordinateMap(model_wh=space, original_wh=(width, height))
     prompts = prompts_from_answer(parsed, cmap)
     think_tokens = reasoner.count_tokens(parsed.think) if parsed.think else 0
     error = parsed.error

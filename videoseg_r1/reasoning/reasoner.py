@@ -212,7 +212,8 @@ class ScriptedReasoner(ReasonerBase):
     """
 
     def __init__(self, script: Sequence[Any] | Callable[[ScriptedCall], Any], default: Any = None,
-                 config: ReasonerConfig | None = None):
+                 config: ReasonerConfig | None = None, model_type: str = ""):
+        self.model_type = model_type  # the model family it stands in for (its coordinate convention)
         self.script = script if callable(script) else list(script)
         self.default = default
         self.config = config or ReasonerConfig(model="scripted")
@@ -498,7 +499,9 @@ class Reasoner(ReasonerBase):
         content: list[dict] = []
         if num_frames and as_video:
             content.append({"type": "video"})
-            if timestamps_s is not None:
+            # Qwen3-VL's processor writes its own "<t seconds>" before each temporal patch (from the
+            # video metadata): a second timestamp line of ours would repeat them
+            if timestamps_s is not None and not str(getattr(self, "model_type", "")).startswith("qwen3_vl"):
                 text = _timestamps_text(timestamps_s) + "\n" + text
         elif num_frames:
             for i in range(num_frames):

@@ -343,12 +343,11 @@ def context_frame_indices(num_frames: int, key_segment: tuple[int, int], target:
 # ============================================================================ prompt
 
 
-def reasoning_prompt_text(query: str, width: int, height: int) -> str:
+def reasoning_prompt_text(query: str, width: int, height: int, convention: str = "absolute") -> str:
     """The reasoning prompt text exactly as the inference step renders it (``reasoning.reason``)."""
-    from videoseg_r1.reasoning.reason import ANSWER_EXAMPLE
-    from videoseg_r1.reasoning.reasoner import render_template
+    from videoseg_r1.reasoning.reason import reasoning_prompt
 
-    return render_template("reasoning", query=query, width=width, height=height, answer_example=ANSWER_EXAMPLE)
+    return reasoning_prompt(query, width, height, convention)
 
 
 def build_prompt(query: str, width: int, height: int, timestamps_s: Sequence[float]) -> list[dict[str, Any]]:
