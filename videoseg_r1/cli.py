@@ -42,12 +42,22 @@ def _available() -> dict[str, tuple[str, str]]:
     return out
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("videoseg-r1")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="videoseg-r1",
         description="VideoSeg-R1: reasoning video object segmentation. "
         "Run `videoseg-r1 <command> --help` for the options of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"videoseg-r1 {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, (module_name, help_text) in _available().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
