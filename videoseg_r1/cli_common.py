@@ -30,6 +30,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--short-side", type=int, help="propagation resolution: shorter side in pixels (default 480)")
     g.add_argument("--model-input-size", type=int, help="target-frame size shown to the reasoner (default 840)")
     g.add_argument("--max-new-tokens", type=int, help="reasoning token limit")
+    g.add_argument("--seed", type=int, help="seed of every sampling step (default 0): the same command gives "
+                   "the same masks; demo: also of the generated video and query")
     g.add_argument("--target-frame", help="ablation: 'first', 'middle' or an index instead of HTFS")
 
 
@@ -71,6 +73,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     if getattr(args, "sampler_model", None):
         sampler = dataclasses.replace(sampler, model=args.sampler_model)
     cfg = dataclasses.replace(cfg, reasoner=r, sampler=sampler, segmenter=s, propagator=pr)
+    if getattr(args, "seed", None) is not None:
+        cfg = dataclasses.replace(cfg, seed=int(args.seed))
     # the layout the reasoner was trained with, from its folder (model_settings): above the
     # defaults and the preset, below the config file and the flags
     return apply_model_settings(cfg, explicit)

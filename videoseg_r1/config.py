@@ -228,6 +228,7 @@ class PipelineConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     propagator: PropagatorConfig = field(default_factory=PropagatorConfig)
+    seed: int = 0  # seeds a pipeline call's sampling (HTFS's K and M answers): the same call repeats
 
 
 def _fill(cls: type, data: dict[str, Any], where: str) -> Any:

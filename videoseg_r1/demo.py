@@ -30,7 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", help="your video (file or frame folder) instead of a generated one; needs --query")
     p.add_argument("--query", "-q", help="text query (with --video; or to replace the generated video's query, "
                    "in which case no scores are printed)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated video and of the query choice (default 0)")
     p.add_argument("--split", choices=["valid", "test_ood"], default="valid",
                    help="distribution of the generated video: in-distribution or held-out (default valid)")
     p.add_argument("--frames", type=int, default=DEMO_FRAMES, help=f"frames of the generated video (default {DEMO_FRAMES})")
@@ -69,6 +68,8 @@ def score(pred_thw, gt_thw) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    seed = args.seed if args.seed is not None else 0  # the video's, the query's and the sampling's
+
     from videoseg_r1.pipeline import load_pipeline
     from videoseg_r1.video import ArrayVideo, open_video
 
@@ -90,14 +91,14 @@ def run(args: argparse.Namespace) -> int:
         video, query = open_video(args.video, fps=args.fps), args.query.strip()
         print(f"video: {args.video} ({len(video)} frames, {video.width}x{video.height})")
     else:
-        sv, expr = synthetic_example(args.seed, args.split, args.frames)
-        video = ArrayVideo(list(sv.frames), fps=sv.fps, name=f"synthetic:{sv.name}:seed{args.seed}")
+        sv, expr = synthetic_example(seed, args.split, args.frames)
+        video = ArrayVideo(list(sv.frames), fps=sv.fps, name=f"synthetic:{sv.name}:seed{seed}")
         if args.query and args.query.strip():
             query = args.query.strip()
         else:
             query = expr.text
             gt = np.isin(sv.label_maps, list(expr.obj_ids))
-        print(f"video: synthetic {args.split} video (seed {args.seed}, {sv.num_frames} frames, "
+        print(f"video: synthetic {args.split} video (seed {seed}, {sv.num_frames} frames, "
               f"{sv.width}x{sv.height}, {len(sv.objects)} shapes)")
         if gt is not None:
             print(f"ground truth: object(s) {list(expr.obj_ids)}, tier {expr.tier}, difficulty {expr.difficulty:.1f}, "
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
               f"(vs the union of the {len(expr.obj_ids)} target(s), over {gt.shape[0]} frames)")
         from videoseg_r1.results import atomic_write_json
 
-        atomic_write_json(out / "scores.json", {"query": query, "split": args.split, "seed": args.seed,
+        atomic_write_json(out / "scores.json", {"query": query, "split": args.split, "seed": seed,
                                                 "target_obj_ids": list(expr.obj_ids), **scores})
     print(f"wrote {out}/ (masks/, overlay.mp4, trace.json{', scores.json' if scores else ''})")
     print(f"total wall time {time.perf_counter() - t0:.1f}s (model loading {load_s:.1f}s)")

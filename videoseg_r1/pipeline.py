@@ -7,7 +7,7 @@
 ground truth), the SAM2 prompt types (``SegmenterConfig.use_*``) and the propagator.
 Called by ``segment``, ``predict``, ``demo`` and the benchmark scripts.
 
-    >>> pipe = load_pipeline("configs/default.yaml")                      # doctest: +SKIP
+    >>> pipe = load_pipeline(preset="synthetic-small", device="cpu")      # doctest: +SKIP
     >>> result = pipe("video.mp4", "the dog that jumps first")            # doctest: +SKIP
     >>> result.tracks.union().shape, result.trace.sampler["target_frame_idx"]  # doctest: +SKIP
 """
@@ -27,7 +27,7 @@ import numpy as np
 from videoseg_r1.config import PipelineConfig, load_config
 from videoseg_r1.results import MaskTracks
 from videoseg_r1.types import ObjectPrompt, SampledFrames, Trace
-from videoseg_r1.video import Video, open_video
+from videoseg_r1.video import Video, as_video
 
 
 class FrameSelector(Protocol):
@@ -76,6 +76,18 @@ class Result:
     prompts: list[ObjectPrompt]
     key_masks: dict[int, np.ndarray] = field(default_factory=dict)
     reasoning: Any = None
+    video: Video | None = None
+
+    def save(self, out: str | Path, overlay: bool = True, fmt: str = "png") -> Path:
+        """Write what ``videoseg-r1 segment`` writes to the folder ``out`` (masks as palette PNGs,
+        or ``masks.json`` with ``fmt="rle"``; ``overlay.mp4`` unless ``overlay=False``; ``trace.json``).
+        An existing output of ours is replaced; nothing half-written is left on failure."""
+        from videoseg_r1.segment_cli import write_outputs
+
+        if self.video is None:
+            raise ValueError("this result holds no video to save from")
+        write_outputs(self, self.video, Path(out), fmt=fmt, overlay=overlay)
+        return Path(out)
 
     @property
     def target_frame_idx(self) -> int:
@@ -135,16 +147,23 @@ class VideoSegR1Pipeline:
                    propagator=propagator)
 
     # ------------------------------------------------------------------ running
-    def __call__(self, video: Video | str | Path, query: str, *, prompts: Sequence[ObjectPrompt] | None = None,
-                 target_frame_idx: int | None = None, progress: bool = False) -> Result:
-        """Segment what ``query`` refers to. ``prompts`` (original pixels, on ``target_frame_idx``)
-        skip stages 1-2; ``target_frame_idx`` alone fixes the target frame and skips HTFS."""
+    def __call__(self, video: Any, query: str, *, prompts: Sequence[ObjectPrompt] | None = None,
+                 target_frame_idx: int | None = None, progress: bool = False, fps: float | None = None,
+                 seed: int | None = None) -> Result:
+        """Segment what ``query`` refers to in ``video``: a ``Video``, a file or folder path, a
+        (T, H, W, 3) uint8 array or a list of frames (``fps`` for arrays and folders).
+        ``prompts`` (original pixels, on ``target_frame_idx``) skip stages 1-2;
+        ``target_frame_idx`` alone fixes the target frame and skips HTFS. ``seed`` (default the
+        config's) seeds every sampling step, so the same call gives the same masks."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the query is empty; give a text describing the object(s) to segment")
         query = query.strip()
-        if not isinstance(video, Video):
-            video = open_video(video)
-        trace = Trace(video=str(video.path), query=query, num_frames=len(video), fps=float(video.fps))
+        video = as_video(video, fps=fps)
+        seed = int(self.config.seed if seed is None else seed)
+        trace = Trace(video=str(video.path), query=query, num_frames=len(video), fps=float(video.fps), seed=seed)
+        import torch
+
+        torch.manual_seed(seed)  # HTFS samples from torch's generator (CPU and every GPU)
         self._claim_vision_caches(video)
         timer = _StageTimer(trace, self._device())
 
@@ -209,7 +228,7 @@ class VideoSegR1Pipeline:
                 for frame_idx, masks in stream:
                     tracks.set(frame_idx, masks)
         return Result(tracks=tracks, trace=trace, sampled=sampled, prompts=prompts, key_masks=key_masks,
-                      reasoning=reasoning)
+                      reasoning=reasoning, video=video)
 
     def _claim_vision_caches(self, video: Video) -> None:
         """Empty the vision caches unless ``video`` is the very object they were filled from.
@@ -302,6 +321,40 @@ class _StageTimer:
             self.trace.stage_seconds[name] = time.perf_counter() - t0
 
 
-def load_pipeline(config: PipelineConfig | str | Path | None = None, **components) -> VideoSegR1Pipeline:
-    """Shorthand for ``VideoSegR1Pipeline.from_config``."""
-    return VideoSegR1Pipeline.from_config(config, **components)
+def load_pipeline(config: PipelineConfig | str | Path | None = None, *, preset: str | None = None,
+                  reasoner=None, sam2: str | None = None, xmem: str | None = None, sampler_model: str | None = None,
+                  propagator: str | None = None, device: str | None = None, dtype: str | None = None,
+                  **components) -> VideoSegR1Pipeline:
+    """The pipeline with its models loaded, configured as the command line does it.
+
+    ``config``: a ``PipelineConfig`` (used as it is) or a YAML file; ``preset``: e.g.
+    ``"synthetic-small"`` (the shipped small models); ``reasoner`` / ``sam2`` / ``xmem`` /
+    ``sampler_model``: model ids or folders (as ``--reasoner`` etc.; a loaded reasoner object is
+    used as it is); ``device``, ``dtype``, ``propagator`` as on the command line. The layers apply in
+    the CLI's order: defaults or preset, the model folders' own settings, the config file, these
+    keywords. Other keywords are components (``frame_selector``, ``segmenter``, ``propagator``
+    objects) given to :meth:`VideoSegR1Pipeline.from_config`.
+
+        >>> pipe = load_pipeline(preset="synthetic-small", device="cpu")     # doctest: +SKIP
+        >>> result = pipe("clip.mp4", "the shape that stops first")          # doctest: +SKIP
+        >>> result.save("out/")                                              # doctest: +SKIP
+    """
+    if isinstance(config, PipelineConfig):
+        if preset or isinstance(reasoner, (str, Path)) or sam2 or xmem or sampler_model or device or dtype:
+            raise ValueError("give either a PipelineConfig or the keywords that build one, not both")
+        return VideoSegR1Pipeline.from_config(config, **components,
+                                              **({"reasoner": reasoner} if reasoner is not None else {}))
+    import argparse
+
+    from videoseg_r1.cli_common import config_from_args
+
+    name = str(reasoner) if isinstance(reasoner, (str, Path)) else None
+    if reasoner is not None and name is None:
+        components["reasoner"] = reasoner
+    if propagator is not None and not isinstance(propagator, str):
+        components["propagator"], propagator = propagator, None
+    args = argparse.Namespace(config=str(config) if config is not None else None, preset=preset, reasoner=name,
+                              sam2=sam2, xmem=xmem, sampler_model=sampler_model, propagator=propagator,
+                              device=device, dtype=dtype, short_side=None, model_input_size=None, max_new_tokens=None,
+                              seed=None)
+    return VideoSegR1Pipeline.from_config(config_from_args(args), **components)

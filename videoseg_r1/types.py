@@ -62,6 +62,7 @@ class Trace:
     query: str = ""
     num_frames: int = 0
     fps: float = 0.0
+    seed: int | None = None  # the seed of the call's sampling steps
     sampler: dict[str, Any] = field(default_factory=dict)
     reasoning_text: str = ""
     reasoning_tokens: int = 0

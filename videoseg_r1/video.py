@@ -269,6 +269,27 @@ class FileVideo(Video):
                     yield frames[i]
 
 
+def as_video(video, fps: float | None = None) -> Video:
+    """A ``Video`` from a ``Video``, a file or folder path, a (T, H, W, 3) uint8 array, or a list of
+    (H, W, 3) uint8 frames (arrays at ``fps``, default that of a frame folder)."""
+    if isinstance(video, Video):
+        return video
+    if isinstance(video, (str, Path)):
+        return open_video(video, fps=fps)
+    frames = list(video) if isinstance(video, (list, tuple)) or (isinstance(video, np.ndarray) and video.ndim == 4) \
+        else None
+    if frames is None:
+        raise VideoError(f"cannot read a video from {type(video).__name__}: give a path, a (T, H, W, 3) uint8 "
+                         f"array or a list of (H, W, 3) uint8 frames")
+    for i, f in enumerate(frames):
+        f = np.asarray(f)
+        if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8 or f.shape[:2] != np.asarray(frames[0]).shape[:2]:
+            raise VideoError(f"frame {i} of the given frames is {f.dtype} {f.shape}; every frame must be "
+                             f"(H, W, 3) uint8 RGB of one size")
+        frames[i] = f
+    return ArrayVideo(frames, fps=fps or DEFAULT_FOLDER_FPS)
+
+
 def open_video(path: str | Path, short_side: int | None = None, fps: float | None = None) -> Video:
     """Open a video file (mp4, mov, avi, webm, ...) or a folder of frames."""
     p = Path(path)
