@@ -64,3 +64,26 @@ def test_make_propagator_backend_and_offline_error(tiny, tmp_path):
     assert [t for t, _ in prop.propagate(_video(2), 0, _masks())] == [0, 1]
     with pytest.raises(RuntimeError, match="facebook/sam2.1-hiera-large"):
         load_sam2_video("facebook/sam2.1-hiera-large")
+
+
+def test_image_processor_only_folder_and_image_model_folder(tiny, tmp_path):
+    # a video model saved with the image processor only (as a Sam2Model folder is): the video processor
+    # is built from the image processor's settings and propagation runs
+    from transformers import Sam2Processor
+
+    folder = save_sam2(*tiny, tmp_path / "video-model")
+    model, processor = tiny
+    for name in ("video_preprocessor_config.json", "processor_config.json", "preprocessor_config.json"):
+        (folder / name).unlink(missing_ok=True)
+    Sam2Processor(processor.image_processor, target_size=processor.target_size).save_pretrained(folder)
+    assert not (folder / "video_preprocessor_config.json").is_file()
+    _, loaded = load_sam2_video(str(folder))
+    assert dict(loaded.video_processor.size) == dict(processor.image_processor.size)
+    prop = make_propagator(PropagatorConfig(backend="sam2_video", sam2_video_model=str(folder), device="cpu"))
+    assert [t for t, _ in prop.propagate(_video(2), 0, _masks())] == [0, 1]
+    # an image model (no memory modules, like the shipped small SAM2): one clear error
+    from videoseg_r1.segmentation.tiny import build_tiny_sam2
+
+    image_folder = save_sam2(*build_tiny_sam2(seed=0), tmp_path / "image-model")
+    with pytest.raises(RuntimeError, match="image model.*--propagator xmem"):
+        load_sam2_video(str(image_folder))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from pathlib import Path
+
 import numpy as np
 
 from videoseg_r1.config import PropagatorConfig, resolve_device, resolve_dtype
@@ -25,16 +27,56 @@ def load_sam2_video(model_id: str, dtype=None):
     """``Sam2VideoModel`` + ``Sam2VideoProcessor`` from a hub id or folder, with a clear offline error."""
     from transformers import Sam2VideoModel, Sam2VideoProcessor
 
+    folder = Path(str(model_id)).expanduser()
+    _check_has_memory(folder)
     try:
-        processor = Sam2VideoProcessor.from_pretrained(model_id)
+        if folder.is_dir() and not (folder / "video_preprocessor_config.json").is_file():
+            processor = _video_processor_from_image_processor(folder)
+        else:
+            processor = Sam2VideoProcessor.from_pretrained(model_id)
         model = Sam2VideoModel.from_pretrained(model_id, dtype=dtype)
     except (OSError, ValueError) as exc:
+        if folder.is_dir():  # a local folder: its own problem, not the hub's
+            raise RuntimeError(f"SAM2-video model folder {folder} cannot be loaded: {type(exc).__name__}: {exc}") from exc
         raise RuntimeError(
-            f"SAM2-video weights {model_id!r} are not available ({type(exc).__name__}: offline and not cached, "
-            f"or not a SAM2 model id/folder). With HF_HUB_OFFLINE=1 they must already be in the Hugging Face "
-            f"cache (download once with `huggingface-cli download {model_id}`), or set "
-            f"propagator.sam2_video_model to a local folder.") from None
+            f"SAM2-video weights {model_id!r} are not available ({type(exc).__name__}: {exc}). Offline "
+            f"(HF_HUB_OFFLINE=1) they must already be in the Hugging Face cache: download them once with "
+            f"`hf download {model_id}`, or set --sam2 / propagator.sam2_video_model to a local folder.") from exc
     return model, processor
+
+
+def _check_has_memory(folder: Path) -> None:
+    """A local SAM2 folder without the video modules (memory attention and encoder) cannot
+    propagate: they would be random. One clear error instead of a shape error deep in the model."""
+    weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not weights:
+        return
+    from safetensors import safe_open
+
+    keys = set()
+    for path in weights:
+        with safe_open(str(path), "pt") as f:
+            keys.update(f.keys())
+    if not any(k.startswith(("memory_attention.", "memory_encoder.")) for k in keys):
+        raise RuntimeError(
+            f"SAM2 folder {folder} holds an image model (no memory attention / memory encoder weights), so it cannot "
+            f"propagate masks through a video; use --propagator xmem (the synthetic-small preset's), or give "
+            f"--sam2 a SAM2 video checkpoint such as facebook/sam2.1-hiera-large")
+
+
+def _video_processor_from_image_processor(folder: Path):
+    """A ``Sam2VideoProcessor`` for a SAM2 folder saved with the image processor only (a
+    ``Sam2Model`` folder, such as the shipped small SAM2): the video processor takes the image
+    processor's resize, normalisation and mask size, so frames are prepared as that model was trained."""
+    from transformers import Sam2Processor, Sam2VideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    image = Sam2Processor.from_pretrained(folder)
+    ip = image.image_processor
+    video = Sam2VideoVideoProcessor(size=dict(ip.size), mask_size=dict(ip.mask_size), image_mean=ip.image_mean,
+                                    image_std=ip.image_std, do_normalize=ip.do_normalize, do_rescale=ip.do_rescale,
+                                    rescale_factor=ip.rescale_factor, do_resize=ip.do_resize)
+    return Sam2VideoProcessor(ip, video, target_size=image.target_size, point_pad_value=image.point_pad_value)
 
 
 class Sam2VideoPropagator:
