@@ -17,20 +17,13 @@ from PIL import Image
 from videoseg_r1.cli import main
 from videoseg_r1.data.registry import get_reader
 from videoseg_r1.masks import rle_encode, write_palette_png
-from videoseg_r1.reasoning.tiny import save_tiny_reasoner
-from videoseg_r1.segmentation.tiny import build_tiny_sam2, build_tiny_xmem, save_sam2, save_xmem
 
 H, W = 48, 64
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    save_tiny_reasoner(d / "reasoner")
-    save_sam2(*build_tiny_sam2(), d / "sam2")
-    save_xmem(build_tiny_xmem(), d / "xmem.pth")
-    return ["--reasoner", str(d / "reasoner"), "--sam2", str(d / "sam2"), "--xmem", str(d / "xmem.pth"),
-            "--device", "cpu", "--max-new-tokens", "8", "--target-frame", "middle"]
+def models(tiny_model_args):
+    return [*tiny_model_args, "--max-new-tokens", "8", "--target-frame", "middle"]
 
 
 def square(t: int) -> np.ndarray:

@@ -11,19 +11,12 @@ import pytest
 from videoseg_r1.cli import main
 from videoseg_r1.data.synthetic import generate
 from videoseg_r1.masks import read_palette_png
-from videoseg_r1.reasoning.tiny import save_tiny_reasoner
-from videoseg_r1.segmentation.tiny import build_tiny_sam2, build_tiny_xmem, save_sam2, save_xmem
 from videoseg_r1.video import VideoWriter, open_video
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    save_tiny_reasoner(d / "reasoner")
-    save_sam2(*build_tiny_sam2(), d / "sam2")
-    save_xmem(build_tiny_xmem(), d / "xmem.pth")
-    return ["--reasoner", str(d / "reasoner"), "--sam2", str(d / "sam2"), "--xmem", str(d / "xmem.pth"),
-            "--device", "cpu", "--max-new-tokens", "24"]
+def models(tiny_model_args):
+    return [*tiny_model_args, "--max-new-tokens", "24"]
 
 
 @pytest.fixture(scope="module")

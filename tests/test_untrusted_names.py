@@ -15,9 +15,7 @@ from videoseg_r1.data.registry import get_reader
 from videoseg_r1.eval.protocols import PredictionError, PredictionStore
 from videoseg_r1.masks import rle_encode
 from videoseg_r1.names import UnsafePathError, name_problem, safe_join, safe_member
-from videoseg_r1.reasoning.tiny import save_tiny_reasoner
 from videoseg_r1.results import MaskTracks
-from videoseg_r1.segmentation.tiny import build_tiny_sam2, build_tiny_xmem, save_sam2, save_xmem
 
 from test_benchmark_layouts import jpegs, square  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -33,13 +31,8 @@ BAD = {
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    save_tiny_reasoner(d / "reasoner")
-    save_sam2(*build_tiny_sam2(), d / "sam2")
-    save_xmem(build_tiny_xmem(), d / "xmem.pth")
-    return ["--reasoner", str(d / "reasoner"), "--sam2", str(d / "sam2"), "--xmem", str(d / "xmem.pth"),
-            "--device", "cpu", "--max-new-tokens", "8", "--target-frame", "middle"]
+def models(tiny_model_args):
+    return [*tiny_model_args, "--max-new-tokens", "8", "--target-frame", "middle"]
 
 
 def mevis_root(root: Path, video="m1", exp_id="0", frames=FRAMES, split="valid_u") -> Path:

@@ -68,7 +68,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         value = getattr(args, name, None)
         if value:
             r, s, pr = (dataclasses.replace(x, **{name: value}) for x in (r, s, pr))
-    explicit |= {f"reasoner.{k}" for k in ("model_input_size",) if getattr(args, k, None)}
+    if args.model_input_size:
+        explicit.add("reasoner.model_input_size")
     sampler = cfg.sampler
     if getattr(args, "sampler_model", None):
         sampler = dataclasses.replace(sampler, model=args.sampler_model)

@@ -346,15 +346,18 @@ def load_pipeline(config: PipelineConfig | str | Path | None = None, *, preset: 
                                               **({"reasoner": reasoner} if reasoner is not None else {}))
     import argparse
 
-    from videoseg_r1.cli_common import config_from_args
+    from videoseg_r1.cli_common import add_model_arguments, config_from_args
 
     name = str(reasoner) if isinstance(reasoner, (str, Path)) else None
     if reasoner is not None and name is None:
         components["reasoner"] = reasoner
     if propagator is not None and not isinstance(propagator, str):
         components["propagator"], propagator = propagator, None
-    args = argparse.Namespace(config=str(config) if config is not None else None, preset=preset, reasoner=name,
-                              sam2=sam2, xmem=xmem, sampler_model=sampler_model, propagator=propagator,
-                              device=device, dtype=dtype, short_side=None, model_input_size=None, max_new_tokens=None,
-                              seed=None)
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)  # every flag's default, as the command line has them
+    args = parser.parse_args([])
+    for key, value in dict(config=str(config) if config is not None else None, preset=preset, reasoner=name,
+                           sam2=sam2, xmem=xmem, sampler_model=sampler_model, propagator=propagator,
+                           device=device, dtype=dtype).items():
+        setattr(args, key, value)
     return VideoSegR1Pipeline.from_config(config_from_args(args), **components)
